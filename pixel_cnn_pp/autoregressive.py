@@ -1,0 +1,143 @@
+"""The user-facing API shared by PixelCNN++ and PixelSNAIL: data-dependent init, log-likelihood,
+bits/dim and naive sampling. Subclasses define `call` and the output `distribution`."""
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from pixel_cnn_pp.mixture import UNIFORM_MIN
+
+
+def images_to_float(images):
+    """uint8 images -> float32 in [-1, 1], as the original: (x - 127.5) / 127.5."""
+    return (ops.cast(images, "float32") - 127.5) / 127.5
+
+
+def float_to_images(x):
+    """Continuous samples in [-1, 1] -> uint8, rounded to the nearest of the 256 levels."""
+    return ops.cast(ops.round(ops.clip(x * 127.5 + 127.5, 0.0, 255.0)), "uint8")
+
+
+class AutoregressiveModel(keras.Model):
+    """Base class: a network over images of `image_shape` = (H, W, C) whose output at each pixel
+    parameterises `self.distribution` given the pixels before it in raster order.
+
+    `call(x, class_label=None, training=False, init=False)` takes x in [-1, 1], (B, H, W, C), and
+    optional integer labels (B,), and returns the distribution's parameters (B, H, W, P).
+    """
+
+    def __init__(self, image_shape, num_classes=None, **kwargs):
+        super().__init__(**kwargs)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        if len(self.image_shape) != 3 or min(self.image_shape) <= 0:
+            raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}")
+        if num_classes is not None and int(num_classes) <= 1:
+            raise ValueError(f"num_classes must be at least 2 (or None), got {num_classes}")
+        self.num_classes = None if num_classes is None else int(num_classes)
+
+    @property
+    def num_dims(self):
+        """Sub-pixels per image, the denominator of bits/dim (3072 for 32x32x3)."""
+        return int(np.prod(self.image_shape))
+
+    # -- input checks -----------------------------------------------------------------------
+
+    def _check_images(self, images):
+        shape = tuple(images.shape[1:])
+        if shape != self.image_shape:
+            raise ValueError(f"images have shape {tuple(images.shape)}; this model takes "
+                             f"(batch, {', '.join(map(str, self.image_shape))})")
+        if str(images.dtype) != "uint8":
+            raise ValueError(f"images must be uint8 in [0, 255], got dtype {images.dtype}")
+
+    def _check_labels(self, class_label, batch):
+        if self.num_classes is None:
+            if class_label is not None:
+                raise ValueError("class_label given, but the model is unconditional")
+            return None
+        if class_label is None:
+            raise ValueError(f"the model is class-conditional ({self.num_classes} classes): "
+                             "pass class_label")
+        labels = np.broadcast_to(np.asarray(class_label, dtype="int32"), (batch,))
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"class_label must be in [0, {self.num_classes}), "
+                             f"got values in [{labels.min()}, {labels.max()}]")
+        return labels
+
+    def conditioning(self, class_label):
+        """One-hot conditioning vector h (B, K) of the original, or None."""
+        if self.num_classes is None or class_label is None:
+            return None
+        return ops.one_hot(ops.cast(class_label, "int32"), self.num_classes)
+
+    # -- building and data-dependent init ---------------------------------------------------
+
+    def build_all(self):
+        """Create every variable by running one batch of zeros (no data-dependent init)."""
+        labels = None if self.num_classes is None else ops.zeros((1,), "int32")
+        self(ops.zeros((1,) + self.image_shape), class_label=labels)
+
+    def get_build_config(self):
+        return {"image_shape": list(self.image_shape)}
+
+    def build_from_config(self, config):
+        self.build_all()
+
+    def initialize(self, images, class_label=None):
+        """Data-dependent init on a batch of uint8 images (the original's `init_pass`).
+
+        Sets every weight-normalised layer's g and b so that its output on this batch has
+        per-channel mean 0 and standard deviation `init_scale`. Dropout is active, as in the
+        original. Run eagerly; under a tf.distribute strategy, call it inside `strategy.scope()`
+        and outside `strategy.run` so every replica receives the same values.
+        """
+        self._check_images(images)
+        labels = self._check_labels(class_label, images.shape[0])
+        return self(images_to_float(images), class_label=labels, training=True, init=True)
+
+    # -- likelihood -------------------------------------------------------------------------
+
+    def nll(self, x, class_label=None, training=False):
+        """Negative log-likelihood in nats per image, (B,), of x in [-1, 1] (B, H, W, C)."""
+        params = self(x, class_label=class_label, training=training)
+        return -ops.sum(self.distribution.log_prob(x, params), axis=(1, 2))
+
+    def log_likelihood(self, images, class_label=None):
+        """log p(images) in nats, (B,), for uint8 images (B, H, W, C)."""
+        self._check_images(images)
+        labels = self._check_labels(class_label, images.shape[0])
+        return -self.nll(images_to_float(images), labels)
+
+    def bits_per_dim(self, images, class_label=None):
+        """-log2 p(images) / (H*W*C), (B,). Its batch mean is the original's bits/dim."""
+        return -self.log_likelihood(images, class_label) / (math.log(2.0) * self.num_dims)
+
+    # -- sampling ---------------------------------------------------------------------------
+
+    def sample(self, num_samples, seed=0, class_label=None):
+        """Draw `num_samples` uint8 images (N, H, W, C), reproducible for a given seed.
+
+        Naive generation as the original's `sample_from_model`: one full forward pass per pixel
+        in raster order, continuous samples fed back (not rounded until the end).
+        """
+        if int(num_samples) <= 0:
+            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        n = int(num_samples)
+        labels = self._check_labels(class_label, n)
+        seed_gen = keras.random.SeedGenerator(seed)
+        height, width, channels = self.image_shape
+        x = ops.zeros((n, height, width, channels))
+        for i in range(height):
+            for j in range(width):
+                params = self(x, class_label=labels)[:, i, j]
+                uniforms = [keras.random.uniform(s, UNIFORM_MIN, 1.0 - UNIFORM_MIN, seed=seed_gen)
+                            for s in self.distribution.uniform_shapes((n,))]
+                pixel = self.distribution.sample(params, uniforms)
+                x = ops.slice_update(x, (0, i, j, 0), ops.reshape(pixel, (n, 1, 1, channels)))
+        return ops.convert_to_numpy(float_to_images(x))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(image_shape=list(self.image_shape), num_classes=self.num_classes)
+        return config

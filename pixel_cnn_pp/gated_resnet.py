@@ -1,0 +1,83 @@
+"""The gated residual block: Keras twin of `nn.gated_resnet` (openai/pixel-cnn `pixel_cnn_pp/nn.py`)."""
+import keras
+from keras import ops
+
+from pixel_cnn_pp.ops import get_nonlinearity
+from pixel_cnn_pp.shifted import DownRightShiftedConv2D, DownShiftedConv2D
+from pixel_cnn_pp.weight_norm import ConditionalWeights, Nin
+
+# The `conv` argument of the original, by name (PixelSNAIL also passes `nn.nin`).
+CONVS = {
+    "down_shifted": DownShiftedConv2D,
+    "down_right_shifted": DownRightShiftedConv2D,
+    "nin": Nin,
+}
+
+
+class GatedResnet(keras.layers.Layer):
+    """Ports `nn.gated_resnet(x, a, h, nonlinearity, conv, dropout_p)`.
+
+        c1 = conv(f(x), C) [+ nin(f(a), C)]
+        c2 = conv(dropout(f(c1)), 2C, init_scale=0.1) [+ h @ hw]
+        out = x + c2[..., :C] * sigmoid(c2[..., C:])
+
+    x: (B, H, W, C) -> (B, H, W, C); a: (B, H, W, C_a) if `aux`; h: (B, K) if `num_classes`.
+    f is the resnet nonlinearity (concat_elu doubles channels). The value is the first half of
+    c2 and the gate the second, with no tanh. Dropout (inverted, elementwise) is active when
+    `training` is true, the DDI pass included, as in the original.
+
+    Sublayers are created in the original's order (conv 1, nin of a, conv 2, conditional weights),
+    which fixes the TF1 variable counters; see `creation_order`.
+    """
+
+    def __init__(self, filters, conv="down_shifted", nonlinearity="concat_elu", dropout_p=0.0,
+                 aux=False, num_classes=None, ddi_epsilon=None, **kwargs):
+        super().__init__(**kwargs)
+        if conv not in CONVS:
+            raise ValueError(f"GatedResnet: conv={conv!r} is not one of {sorted(CONVS)}")
+        if not 0.0 <= float(dropout_p) < 1.0:
+            raise ValueError(f"GatedResnet: dropout_p must be in [0, 1), got {dropout_p}")
+        self.filters = int(filters)
+        self.conv = conv
+        self.nonlinearity = nonlinearity
+        self.dropout_p = float(dropout_p)
+        self.aux = bool(aux)
+        self.num_classes = num_classes
+        self.ddi_epsilon = ddi_epsilon
+        self._f = get_nonlinearity(nonlinearity)
+        eps = {} if ddi_epsilon is None else {"ddi_epsilon": ddi_epsilon}
+        conv_cls = CONVS[conv]
+        self.conv1 = conv_cls(self.filters, **eps)
+        self.nin_a = Nin(self.filters) if self.aux else None
+        self.dropout = keras.layers.Dropout(self.dropout_p) if self.dropout_p > 0 else None
+        self.conv2 = conv_cls(2 * self.filters, init_scale=0.1, **eps)
+        self.cond = ConditionalWeights(2 * self.filters) if num_classes else None
+
+    def creation_order(self):
+        """The weight-normalised (and conditioning) sublayers in the original's creation order."""
+        return [layer for layer in (self.conv1, self.nin_a, self.conv2, self.cond) if layer]
+
+    def call(self, x, a=None, h=None, training=False, init=False):
+        if (a is None) == self.aux:
+            raise ValueError(f"{self.name}: built with aux={self.aux}, called with a={a is not None}")
+        if (h is None) == bool(self.num_classes):
+            raise ValueError(f"{self.name}: num_classes={self.num_classes}, "
+                             f"called with h={h is not None}")
+        c = self.conv1(self._f(x), init=init)
+        if a is not None:
+            c = c + self.nin_a(self._f(a), init=init)
+        c = self._f(c)
+        if self.dropout is not None:
+            c = self.dropout(c, training=training)
+        c = self.conv2(c, init=init)
+        if h is not None:
+            c = c + self.cond(h)
+        value, gate = c[..., :self.filters], c[..., self.filters:]
+        return x + value * ops.sigmoid(gate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, conv=self.conv, nonlinearity=self.nonlinearity,
+                      dropout_p=self.dropout_p, aux=self.aux, num_classes=self.num_classes,
+                      ddi_epsilon=self.ddi_epsilon)
+        return config

@@ -1,0 +1,55 @@
+"""Parameter-free ops of the original `pixel_cnn_pp/nn.py`, in `keras.ops`.
+
+Every function takes and returns NHWC tensors unless its docstring says otherwise.
+"""
+from keras import ops
+
+
+def concat_elu(x):
+    """Ports `nn.concat_elu`: ELU(concat([x, -x])) on the last axis, (..., C) -> (..., 2C)."""
+    return ops.elu(ops.concatenate([x, -x], axis=-1))
+
+
+def log_sum_exp(x, axis=-1):
+    """Ports `nn.log_sum_exp`: numerically stable log(sum(exp(x))) over `axis` (reduced)."""
+    m = ops.max(x, axis=axis, keepdims=True)
+    return ops.squeeze(m, axis=axis) + ops.log(ops.sum(ops.exp(x - m), axis=axis))
+
+
+def log_prob_from_logits(x, axis=-1):
+    """Ports `nn.log_prob_from_logits`: log-softmax over `axis` (kept)."""
+    m = ops.max(x, axis=axis, keepdims=True)
+    return x - m - ops.log(ops.sum(ops.exp(x - m), axis=axis, keepdims=True))
+
+
+def down_shift(x, step=1):
+    """Ports `nn.down_shift`: (B, H, W, C) -> same shape, row r holds input row r - step."""
+    x = ops.pad(x, [[0, 0], [step, 0], [0, 0], [0, 0]])
+    return x[:, :-step]
+
+
+def right_shift(x, step=1):
+    """Ports `nn.right_shift`: (B, H, W, C) -> same shape, column c holds input column c - step."""
+    x = ops.pad(x, [[0, 0], [0, 0], [step, 0], [0, 0]])
+    return x[:, :, :-step]
+
+
+NONLINEARITIES = {
+    "concat_elu": concat_elu,
+    "elu": ops.elu,
+    "relu": ops.relu,
+}
+
+
+def get_nonlinearity(name):
+    """The resnet nonlinearity named as in the original's `--resnet_nonlinearity` flag."""
+    if name not in NONLINEARITIES:
+        raise ValueError(
+            f"resnet_nonlinearity={name!r} is not one of {sorted(NONLINEARITIES)}")
+    return NONLINEARITIES[name]
+
+
+def nonlinearity_width(name):
+    """Channel multiplier of a nonlinearity: concat_elu doubles the channels."""
+    get_nonlinearity(name)
+    return 2 if name == "concat_elu" else 1

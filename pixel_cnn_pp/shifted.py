@@ -1,0 +1,77 @@
+"""Causal (shifted) convolutions: Keras twins of `nn.down_shifted_conv2d`,
+`nn.down_right_shifted_conv2d`, `nn.down_shifted_deconv2d` and `nn.down_right_shifted_deconv2d`.
+
+Padding and cropping are exactly the original's (pixel_cnn_pp.md section 8): zero-pad then a VALID
+weight-normalised convolution, or a VALID transposed convolution then a crop. The padded zeros also
+hit the extra ones channel of the input, which is how the network tells image from padding.
+"""
+from keras import ops
+
+from pixel_cnn_pp.weight_norm import WNConv2D, WNConv2DTranspose
+
+
+class DownShiftedConv2D(WNConv2D):
+    """Ports `nn.down_shifted_conv2d`: sees the rows above and the current row's
+    horizontal neighbourhood. Pad top fh-1, left and right (fw-1)//2, then VALID.
+
+    x: (B, H, W, C) -> (B, ceil(H/s), ceil(W/s), units). Default filter (2, 3).
+    """
+
+    def __init__(self, units, filter_size=(2, 3), strides=(1, 1), **kwargs):
+        super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
+
+    def call(self, x, init=False):
+        fh, fw = self.filter_size
+        side = (fw - 1) // 2
+        x = ops.pad(x, [[0, 0], [fh - 1, 0], [side, side], [0, 0]])
+        return super().call(x, init=init)
+
+
+class DownRightShiftedConv2D(WNConv2D):
+    """Ports `nn.down_right_shifted_conv2d`: sees the rows above and the pixels to the left.
+    Pad top fh-1 and left fw-1, then VALID.
+
+    x: (B, H, W, C) -> (B, ceil(H/s), ceil(W/s), units). Default filter (2, 2).
+    """
+
+    def __init__(self, units, filter_size=(2, 2), strides=(1, 1), **kwargs):
+        super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
+
+    def call(self, x, init=False):
+        fh, fw = self.filter_size
+        x = ops.pad(x, [[0, 0], [fh - 1, 0], [fw - 1, 0], [0, 0]])
+        return super().call(x, init=init)
+
+
+class DownShiftedConv2DTranspose(WNConv2DTranspose):
+    """Ports `nn.down_shifted_deconv2d`: VALID transposed conv, keep rows [0, H*s) and columns
+    [(fw-1)//2, (fw-1)//2 + W*s).
+
+    x: (B, H, W, C) -> (B, H*s, W*s, units). Default filter (2, 3), stride 2 in the model.
+    As in the original, DDI statistics are taken on the uncropped `deconv2d` output (trailing
+    bias-only rows and columns and the cropped leading columns included); only then is it cropped.
+    """
+
+    def __init__(self, units, filter_size=(2, 3), strides=(2, 2), **kwargs):
+        super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
+
+    def _crop(self, y, height, width):
+        side = (self.filter_size[1] - 1) // 2
+        return y[:, :height * self.strides[0], side:side + width * self.strides[1]]
+
+    def call(self, x, init=False):
+        return self._crop(super().call(x, init=init), x.shape[1], x.shape[2])
+
+
+class DownRightShiftedConv2DTranspose(DownShiftedConv2DTranspose):
+    """Ports `nn.down_right_shifted_deconv2d`: VALID transposed conv, keep rows [0, H*s) and
+    columns [0, W*s).
+
+    x: (B, H, W, C) -> (B, H*s, W*s, units). Default filter (2, 2), stride 2 in the model.
+    """
+
+    def __init__(self, units, filter_size=(2, 2), strides=(2, 2), **kwargs):
+        super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
+
+    def _crop(self, y, height, width):
+        return y[:, :height * self.strides[0], :width * self.strides[1]]

@@ -1,0 +1,53 @@
+"""Shared test set-up: quiet TensorFlow, two logical CPU devices, the original's fixtures."""
+import json
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices so MirroredStrategy can be tested on one CPU; must happen before
+# TensorFlow initialises its devices, hence here.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+REPO = pathlib.Path(__file__).parent.parent
+
+
+def load_fixture(name):
+    with np.load(FIXTURES / f"{name}.npz") as data:
+        out = {k: data[k] for k in data.files}
+    if "meta_json" in out:
+        out["meta"] = json.loads(str(out["meta_json"]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def pixelcnn_fixture():
+    return load_fixture("pixelcnn_small")
+
+
+@pytest.fixture(scope="session")
+def dmol_fixture():
+    return load_fixture("dmol_sampler")
+
+
+def small_pixelcnn(**overrides):
+    """A tiny PixelCNN++ for fast tests (the fixture's configuration by default)."""
+    from pixel_cnn_pp.model import PixelCNNpp
+    config = dict(image_shape=(8, 8, 3), nr_resnet=1, nr_filters=16, nr_logistic_mix=3,
+                  dropout_p=0.0)
+    config.update(overrides)
+    model = PixelCNNpp(**config)
+    model.build_all()
+    return model
+
+
+def random_images(shape, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, size=shape).astype("uint8")
