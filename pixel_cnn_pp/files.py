@@ -1,0 +1,59 @@
+"""Atomic file output and image grids: nothing half-written is ever left under a final name."""
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+
+def write_atomic(path, data):
+    """Write bytes (or str) to `path` through a temporary file in the same folder and a rename."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_json(path, obj):
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path):
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def save_npy(path, array):
+    tmp = f"{path}.tmp-{os.getpid()}.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def image_grid(images, min_side=256):
+    """(N, H, W, C) uint8 -> one (rows*H*s, cols*W*s, C) grid, upscaled by an integer s so that
+    small images stay visible, with 1-pixel gaps."""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    scale = max(1, min_side // (cols * w))
+    tiles = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    th, tw = h * scale, w * scale
+    grid = np.full((rows * (th + 1) - 1, cols * (tw + 1) - 1, c), 255, np.uint8)
+    for k in range(n):
+        r, q = divmod(k, cols)
+        grid[r * (th + 1):r * (th + 1) + th, q * (tw + 1):q * (tw + 1) + tw] = tiles[k]
+    return grid
+
+
+def save_png(path, image):
+    write_atomic(path, tf.io.encode_png(image).numpy())
+
+
+def replace_dir(tmp_dir, final_dir):
+    """Move a fully written temporary directory to its final name (same file system)."""
+    if os.path.exists(final_dir):
+        shutil.rmtree(final_dir)
+    os.replace(tmp_dir, final_dir)
