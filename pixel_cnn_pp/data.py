@@ -92,8 +92,14 @@ def _tfds(name, tfds_data_dir):
                    for s in (train_split, test_split))
     cast = lambda image, label: (tf.cast(image, tf.uint8), tf.cast(label, tf.int32))  # noqa: E731
     return Dataset(name, tuple(info.features["image"].shape), num_classes,
-                   train.map(cast), test.map(cast),
-                   info.splits[train_split].num_examples, info.splits[test_split].num_examples)
+                   train.map(cast), test.map(cast), _size(train), _size(test))
+
+
+def _size(dataset):
+    size = int(dataset.cardinality())
+    if size < 0:  # unknown: count once
+        size = int(dataset.reduce(0, lambda n, _: n + 1))
+    return size
 
 
 def _folder(data_dir):
@@ -129,14 +135,13 @@ def _read_images(root):
         try:
             image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False).numpy()
         except (tf.errors.OpError, ValueError) as e:
-            raise DataError(f"cannot read image {path!r}: {e.message if hasattr(e, 'message') else e}"
-                            .splitlines()[0])
+            reason = getattr(e, "message", str(e)).splitlines()[0]
+            raise DataError(f"cannot read image {path!r}: {reason}")
         if first is None:
             first = (path, image.shape)
         elif image.shape != first[1]:
-            raise DataError(f"image {path!r} is {image.shape[1]}x{image.shape[0]}x{image.shape[2]} "
-                            f"but {first[0]!r} is {first[1][1]}x{first[1][0]}x{first[1][2]}; "
-                            "all images must have the same size and channels")
+            raise DataError(f"image {path!r} has shape {image.shape} (H, W, C) but {first[0]!r} "
+                            f"has {first[1]}; all images must have the same size and channels")
         images.append(image)
     return np.stack(images)
 

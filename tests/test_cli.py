@@ -1,0 +1,68 @@
+"""train.py as a user runs it: bad input gives one line and a non-zero exit, nothing is
+overwritten; multi-worker training over two local processes."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from test_training import TINY_FLAGS, run_train
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset=cifar100"], "--dataset='cifar100' is not one of"),
+    (["--batch_size=-4"], "--batch_size=-4 must be >= 1"),
+    (["--dropout_p=1.5"], "--dropout_p=1.5 must be in [0, 1)"),
+    (["--dataset=folder", "--data_dir=/nonexistent/images"], "is not a directory"),
+    (["--cpu_replicas=2", "--global_batch_size=15"], "--global_batch_size=15 cannot be split"),
+    (["--preset=cifar11"], "--preset='cifar11' is not one of"),
+])
+def test_bad_flags_fail_with_one_line(tmp_path, args, message):
+    result = run_train(TINY_FLAGS + [f"--save_dir={tmp_path / 'run'}"] + args)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error:") and message in last, result.stderr[-1500:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_save_dir_of_another_model_is_refused_and_kept(tmp_path):
+    save = f"--save_dir={tmp_path}"
+    assert run_train(TINY_FLAGS + ["--max_epochs=1", save]).returncode == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = run_train(TINY_FLAGS + ["--max_epochs=2", "--nr_filters=16", save])
+    assert result.returncode != 0
+    assert "holds a run with a different model_config" in result.stderr.strip().splitlines()[-1]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_trains_over_two_local_processes(tmp_path):
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO),
+                   TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                         "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, str(REPO / "train.py"), *TINY_FLAGS, "--strategy=multi_worker",
+             "--max_epochs=1", f"--save_dir={tmp_path}"],
+            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=400) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-2000:]
+    chief_out = outputs[0][0]
+    assert "2 replica(s), global batch 16" in chief_out
+    assert "epoch 1/1" in chief_out
+    assert (tmp_path / "checkpoints" / "checkpoint").exists()
