@@ -54,6 +54,8 @@ flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_work
                   "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many replicas (testing).")
 flags.DEFINE_enum("eval_split", "test", ["test", "train"], "Split for --mode=eval.")
+flags.DEFINE_bool("export_at_end", True,
+                  "After training, export the EMA weights as a SavedModel to <save_dir>/export.")
 
 POSITIVE = ("nr_resnet", "nr_filters", "nr_logistic_mix", "batch_size", "init_batch_size",
             "max_epochs", "save_interval", "num_samples")
@@ -89,7 +91,7 @@ def main(argv):
     except Exception as e:  # noqa: BLE001 - user errors get one line, bugs a traceback
         from pixel_cnn_pp.data import DataError
         from pixel_cnn_pp.training import TrainingError
-        if isinstance(e, (ValueError, DataError, TrainingError)):
+        if isinstance(e, (ValueError, DataError, TrainingError)):  # ExportError too
             sys.exit(f"train.py: error: {e}")
         raise
 
@@ -125,6 +127,10 @@ def run():
           f"global batch {trainer.global_batch}, save dir {save_dir}", flush=True)
     if F.mode == "train":
         trainer.train()
+        if F.export_at_end and trainer.chief:
+            from pixel_cnn_pp.export import export_run
+            path = export_run(save_dir, skip_if_current=True)
+            print(f"SavedModel (TF Serving) of the EMA weights: {path}")
     elif F.mode == "eval":
         latest = trainer.restore_latest()
         bpd = trainer.evaluate(F.eval_split)

@@ -19,6 +19,7 @@ from pixel_cnn_pp import data as data_lib
 from pixel_cnn_pp import files
 from pixel_cnn_pp.autoregressive import images_to_float
 from pixel_cnn_pp.graph_sampler import sample_images
+from pixel_cnn_pp.model import PixelCNNpp
 from pixel_cnn_pp.optim import OriginalAdam, PolyakAverage
 
 RUN_FILE = "run.json"
@@ -61,7 +62,6 @@ def register_model(name, builder):
 
 
 def _build_pixel_cnn_pp(config, image_shape, num_classes):
-    from pixel_cnn_pp.model import PixelCNNpp
     return PixelCNNpp(image_shape=image_shape, nr_resnet=config.nr_resnet,
                       nr_filters=config.nr_filters, nr_logistic_mix=config.nr_logistic_mix,
                       resnet_nonlinearity=config.resnet_nonlinearity,

@@ -19,7 +19,7 @@ TINY = dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout_p=0.0, batch_s
             save_interval=1, steps_per_epoch=4, num_samples=4, seed=3)
 TINY_FLAGS = ["--dataset=digits", "--nr_resnet=1", "--nr_filters=8", "--nr_logistic_mix=2",
               "--batch_size=8", "--init_batch_size=16", "--steps_per_epoch=3", "--num_samples=4",
-              "--dropout_p=0.2", "--lr_decay=1.0"]
+              "--dropout_p=0.2", "--lr_decay=1.0", "--noexport_at_end"]
 
 
 def mirrored(n):

@@ -1,0 +1,185 @@
+"""SavedModel export for TF Serving: signatures, the session loader (saved_model_cli), a fresh
+process that never imports this project, core ops only, versions and bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+from tensorflow.core.protobuf import saved_model_pb2
+
+from pixel_cnn_pp.export import ExportError, describe, export_model, next_version
+from conftest import REPO, random_images, small_pixelcnn
+from test_training import TINY_FLAGS, run_train
+
+PYTHON_CALLBACK_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An unconditional and a class-conditional export with their Keras models."""
+    root = tmp_path_factory.mktemp("exports")
+    out = {}
+    for name, classes in (("plain", None), ("cond", 3)):
+        model = small_pixelcnn(nr_filters=8, nr_logistic_mix=2,
+                               num_classes=classes)
+        labels = None if classes is None else [0, 1, 2, 0]
+        model.initialize(random_images((4, 8, 8, 3)), class_label=labels)
+        path = export_model(model, str(root / name), metadata={"training_step": 7})
+        out[name] = (model, path)
+    return out
+
+
+def saved_model_cli(*args):
+    result = subprocess.run(["saved_model_cli", *args], capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_layout_and_metadata(exported):
+    _, path = exported["plain"]
+    assert path.endswith(os.sep + "1")
+    meta = json.loads(open(os.path.join(path, "assets.extra", "metadata.json")).read())
+    assert meta["image_shape"] == [8, 8, 3] and meta["training_step"] == 7
+    assert meta["config"]["nr_filters"] == 8 and meta == describe(path)
+    assert not [d for d in os.listdir(os.path.dirname(path)) if d.startswith(".tmp")]
+
+
+def test_saved_model_cli_show_lists_both_signatures(exported):
+    text = saved_model_cli("show", "--all", "--dir", exported["cond"][1])
+    for expected in ("signature_def['serving_default']", "signature_def['sample']",
+                     "inputs['images']", "DT_UINT8", "shape: (-1, 8, 8, 3)",
+                     "inputs['class_label']", "outputs['bits_per_dim']", "DT_FLOAT",
+                     "outputs['log_likelihood']", "inputs['num_samples']", "DT_INT32",
+                     "inputs['seed']", "DT_INT64", "outputs['images']"):
+        assert expected in text, expected
+
+
+def test_saved_model_cli_run_computes_bits_per_dim(exported, tmp_path):
+    model, path = exported["plain"]
+    images = random_images((2, 8, 8, 3), seed=5)
+    np.save(tmp_path / "images.npy", images)
+    saved_model_cli("run", "--dir", path, "--tag_set", "serve", "--signature_def",
+                    "serving_default", "--inputs", f"images={tmp_path / 'images.npy'}",
+                    "--outdir", str(tmp_path / "out"))
+    got = np.load(tmp_path / "out" / "bits_per_dim.npy")
+    np.testing.assert_allclose(got, ops.convert_to_numpy(model.bits_per_dim(images)), rtol=1e-5)
+
+
+FRESH_PROCESS = """
+import sys, json, numpy as np, tensorflow as tf
+path, images_file, labels = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+m = tf.saved_model.load(path)
+assert not any(k.startswith('pixel_cnn_pp') or k.startswith('pixel_snail') for k in sys.modules)
+kw = {} if labels is None else {'class_label': tf.constant(labels, tf.int32)}
+out = m.signatures['serving_default'](images=tf.constant(np.load(images_file)), **kw)
+skw = {} if labels is None else {'class_label': tf.constant(labels[0], tf.int32)}
+sample = m.signatures['sample']
+a = sample(num_samples=tf.constant(3), seed=tf.constant(11, tf.int64), **skw)['images'].numpy()
+b = sample(num_samples=tf.constant(3), seed=tf.constant(11, tf.int64), **skw)['images'].numpy()
+c = sample(num_samples=tf.constant(3), seed=tf.constant(12, tf.int64), **skw)['images'].numpy()
+np.savez(images_file + '.out.npz', bpd=out['bits_per_dim'].numpy(),
+         ll=out['log_likelihood'].numpy(), a=a, b=b, c=c)
+"""
+
+
+@pytest.mark.parametrize("name", ["plain", "cond"])
+def test_fresh_process_reproduces_the_keras_model(exported, tmp_path, name):
+    model, path = exported[name]
+    images = random_images((3, 8, 8, 3), seed=9)
+    labels = None if model.num_classes is None else [2, 0, 1]
+    np.save(tmp_path / "images.npy", images)
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, path, str(tmp_path / "images.npy"), json.dumps(labels)],
+        cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=""),
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = np.load(tmp_path / "images.npy.out.npz")
+    np.testing.assert_allclose(out["bpd"], ops.convert_to_numpy(
+        model.bits_per_dim(images, class_label=labels)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["ll"], ops.convert_to_numpy(
+        model.log_likelihood(images, class_label=labels)), rtol=1e-5)
+    assert out["a"].shape == (3, 8, 8, 3) and out["a"].dtype == np.uint8
+    np.testing.assert_array_equal(out["a"], out["b"])
+    assert (out["a"] != out["c"]).any()
+
+
+def graph_ops(path):
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    graph = proto.meta_graphs[0].graph_def
+    ops_used = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops_used |= {node.op for node in function.node_def}
+    return ops_used
+
+
+@pytest.mark.parametrize("name", ["plain", "cond"])
+def test_exported_graphs_use_only_core_ops(exported, name):
+    ops_used = graph_ops(exported[name][1])
+    assert not ops_used & PYTHON_CALLBACK_OPS
+    registered = set(tf.raw_ops.__dict__)  # every op TensorFlow's C++ core registers
+    assert ops_used <= registered, ops_used - registered
+    # The sampler is a graph loop with stateless draws (so a seed fixes the images).
+    assert {"While", "Conv2D"} <= ops_used
+    assert any(op.startswith("StatelessRandomUniform") for op in ops_used)
+
+
+def test_bad_inputs_are_refused_by_the_graph(exported):
+    model, path = exported["cond"]
+    loaded = tf.saved_model.load(path)
+    likelihood, sample = loaded.signatures["serving_default"], loaded.signatures["sample"]
+    images = tf.constant(random_images((2, 8, 8, 3)))
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        likelihood(images=tf.cast(images, tf.float32), class_label=tf.constant([0, 1]))
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        likelihood(images=tf.zeros((2, 4, 4, 3), tf.uint8), class_label=tf.constant([0, 1]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"class_label must be in \[0, 3\)"):
+        likelihood(images=images, class_label=tf.constant([0, 3]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples must be positive"):
+        sample(num_samples=tf.constant(0), seed=tf.constant(1, tf.int64),
+               class_label=tf.constant(1))
+
+
+def test_versions_and_overwrite(tmp_path):
+    model = small_pixelcnn(image_shape=(4, 4, 1), nr_filters=4, nr_logistic_mix=1)
+    root = str(tmp_path / "models")
+    assert next_version(root) == 1
+    first = export_model(model, root)
+    second = export_model(model, root)
+    assert (os.path.basename(first), os.path.basename(second)) == ("1", "2")
+    stamp = os.path.getmtime(os.path.join(first, "saved_model.pb"))
+    with pytest.raises(ExportError, match="exists; pass --overwrite"):
+        export_model(model, root, version=1)
+    assert os.path.getmtime(os.path.join(first, "saved_model.pb")) == stamp
+    export_model(model, root, version=1, overwrite=True)
+    assert sorted(os.listdir(root)) == ["1", "2"]
+
+
+def run_export(args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, str(REPO / "export.py"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_train_exports_at_end_and_export_py_cli(tmp_path):
+    flags = [f for f in TINY_FLAGS if f != "--noexport_at_end"]
+    result = run_train(flags + ["--max_epochs=1", f"--save_dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SavedModel (TF Serving) of the EMA weights" in result.stdout
+    assert describe(str(tmp_path / "export" / "1"))["training_step"] == 3
+    result = run_export([f"--checkpoint_dir={tmp_path}", f"--export_dir={tmp_path / 'serve'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "exported pixel_cnn_pp (step 3, EMA weights)" in result.stdout
+    result = run_export([f"--checkpoint_dir={tmp_path}", f"--export_dir={tmp_path / 'serve'}",
+                         "--version=1"])
+    assert result.returncode != 0
+    assert "exists; pass --overwrite" in result.stderr.strip().splitlines()[-1]
+    result = run_export([f"--checkpoint_dir={tmp_path / 'nothing'}"])
+    assert result.returncode != 0
+    assert "holds no training run" in result.stderr.strip().splitlines()[-1]
