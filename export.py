@@ -9,7 +9,7 @@ This file only parses flags; the work is in pixel_cnn_pp/export.py.
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,6 +22,7 @@ F = flags.FLAGS
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep TF's INFO lines out of the progress output
     from pixel_cnn_pp.export import ExportError, describe, export_run
     if not F.checkpoint_dir:
         sys.exit("export.py: error: --checkpoint_dir is required")

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -86,6 +86,7 @@ def resolve_config():
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep TF's INFO lines out of the progress output
     try:
         run()
     except Exception as e:  # noqa: BLE001 - user errors get one line, bugs a traceback
