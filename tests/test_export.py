@@ -183,3 +183,21 @@ def test_train_exports_at_end_and_export_py_cli(tmp_path):
     result = run_export([f"--checkpoint_dir={tmp_path / 'nothing'}"])
     assert result.returncode != 0
     assert "holds no training run" in result.stderr.strip().splitlines()[-1]
+
+
+def test_warmup_requests_replay_against_the_export(exported):
+    apis = pytest.importorskip(
+        "tensorflow_serving.apis.prediction_log_pb2",
+        reason="optional extra [serving]: tensorflow-serving-api pins the full tensorflow "
+               "package, so CI does not install it; install it to write warm-up records")
+    model, path = exported["cond"]
+    records = list(tf.data.TFRecordDataset(os.path.join(path, "assets.extra",
+                                                        "tf_serving_warmup_requests")))
+    assert len(records) == 1
+    log = apis.PredictionLog.FromString(records[0].numpy())
+    request = log.predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    out = tf.saved_model.load(path).signatures["serving_default"](
+        images=tf.constant(inputs["images"]), class_label=tf.constant(inputs["class_label"]))
+    assert out["bits_per_dim"].shape == (1,) and np.isfinite(out["bits_per_dim"].numpy()).all()
