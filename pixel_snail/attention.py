@@ -1,0 +1,85 @@
+"""Causal attention and positional channels of PixelSNAIL, in `keras.ops` only (no `tf.*`), so
+the same code runs on the TensorFlow and JAX backends.
+
+Ports `nn.get_causal_mask` and `nn.causal_attention` (neocxi/pixelsnail-public
+`pixel_cnn_pp/nn.py`) with `downsample=1` and `use_pos_enc=False`, the only settings of the
+published `h12_noup_smallkey` spec; the max-pooled (`downsample > 1`) variant is not ported.
+"""
+import functools
+import math
+
+import numpy as np
+from keras import ops
+
+MASK_PENALTY = 1e10  # subtracted from the scores of invisible positions
+DENOMINATOR_EPSILON = 1e-6  # rows sum to slightly less than 1; the first row is exactly 0
+
+
+@functools.lru_cache(maxsize=32)
+def causal_mask(n):
+    """Ports `nn.get_causal_mask(n, rate=1)`: (n, n) float32, mask[i, j] = 1 iff j < i.
+
+    Strictly lower-triangular: a pixel never attends to itself, which is what makes it safe that
+    the keys and values see the raw current pixel x. Cached and read-only, as the original caches
+    it with `lru_cache`.
+    """
+    mask = np.tril(np.ones((n, n), np.float32), k=-1)
+    mask.setflags(write=False)
+    return mask
+
+
+def _flatten(t):
+    """(B, H, W, C) -> (B, H*W, C) in raster (row-major) order."""
+    return ops.reshape(t, (-1, int(np.prod(t.shape[1:-1])), t.shape[-1]))
+
+
+def causal_attention_weights(key, query):
+    """The attention matrix P of `nn.causal_attention`: (B, N_q, N) for key (B, H, W, d) and
+    query (B, H, W, d), N = N_q = H*W.
+
+        S = Q K^T - (1 - mask) * 1e10;  S -= max_j S;  E = exp(S / sqrt(d)) * mask
+        P = E / (sum_j E + 1e-6)
+
+    The 1/sqrt(d) comes after the max subtraction and the mask is applied again after exp, so
+    the first row (nothing visible) is exactly 0 rather than NaN.
+    """
+    d = key.shape[-1]
+    if query.shape[-1] != d:
+        raise ValueError(f"key and query must have the same channels, got {d} and "
+                         f"{query.shape[-1]}")
+    if tuple(query.shape[1:-1]) != tuple(key.shape[1:-1]):
+        raise ValueError("causal_attention is ported with downsample=1 only: key and query "
+                         f"must share the spatial shape, got {key.shape} and {query.shape}")
+    q, k = _flatten(query), _flatten(key)
+    mask = ops.convert_to_tensor(causal_mask(q.shape[1]), dtype=q.dtype)
+    scores = ops.matmul(q, ops.transpose(k, (0, 2, 1))) - (1.0 - mask) * MASK_PENALTY
+    scores = scores - ops.max(scores, axis=-1, keepdims=True)
+    exp = ops.exp(scores / np.float32(math.sqrt(d))) * mask
+    return exp / (ops.sum(exp, axis=-1, keepdims=True) + DENOMINATOR_EPSILON)
+
+
+def causal_attention(key, mixin, query):
+    """Ports `nn.causal_attention(key, mixin, query)` (downsample 1, no positional encoding).
+
+    key: (B, H, W, d), mixin (the values): (B, H, W, d_v), query: (B, H, W, d)
+    -> (B, H, W, d_v) = P @ V with P from `causal_attention_weights`. Single head, no output
+    projection, no dropout; pixel (0, 0) gets exactly 0.
+    """
+    probs = causal_attention_weights(key, query)
+    mixed = ops.matmul(probs, _flatten(mixin))
+    return ops.reshape(mixed, (-1, *query.shape[1:-1], mixin.shape[-1]))
+
+
+def positional_background(x):
+    """The `background` tensor of `_base_noup_smallkey_spec`: (B, H, W, C) -> (B, H, W, 2C).
+
+    Channels [0, C) hold (r - H/2)/H for row r and [C, 2C) hold (c - W/2)/W for column c. The
+    original broadcasts each coordinate by adding `0. * x`, so it gets one copy per image channel:
+    6 channels for RGB (raw_content = F + 9, raw_q = F + 6 wide), 2 for grayscale.
+    """
+    height, width = x.shape[1], x.shape[2]
+    rows = (ops.arange(height, dtype="float32") - height / 2) / height
+    cols = (ops.arange(width, dtype="float32") - width / 2) / width
+    zeros = ops.zeros_like(x)  # the values of 0. * x for finite x, without a path to x
+    return ops.concatenate([ops.reshape(rows, (1, height, 1, 1)) + zeros,
+                            ops.reshape(cols, (1, 1, width, 1)) + zeros], axis=-1)

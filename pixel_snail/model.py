@@ -1,0 +1,186 @@
+"""The PixelSNAIL network: Keras twin of `_base_noup_smallkey_spec` (neocxi/pixelsnail-public
+`pixel_cnn_pp/model.py`), whose `attn_rep=12` partial is the published `h12_noup_smallkey`.
+
+Built from the PixelCNN++ layers (`pixel_cnn_pp`): shifted convs, `GatedResnet` (also with
+`conv="nin"`), `Nin`, down/right shifts. Differences from PixelCNN++ (pixel_snail.md section 1):
+the 2016 data-dependent init, whose epsilon is 1e-8 for convolutions (1e-10 for dense/nin).
+"""
+import keras
+from keras import ops
+
+from pixel_cnn_pp.autoregressive import AutoregressiveModel
+from pixel_cnn_pp.gated_resnet import GatedResnet
+from pixel_cnn_pp.mixture import DiscretizedMixLogistic
+from pixel_cnn_pp.ops import down_shift, right_shift
+from pixel_cnn_pp.shifted import DownRightShiftedConv2D, DownShiftedConv2D
+from pixel_cnn_pp.weight_norm import Nin
+from pixel_snail.attention import causal_attention, positional_background
+from pixel_snail.bernoulli import Bernoulli
+
+CONV_DDI_EPSILON = 1e-8  # 2016 DDI form vendored by PixelSNAIL; nin/dense keep 1e-10
+OUTPUTS = ("logistic_mixture", "bernoulli")
+
+
+@keras.saving.register_keras_serializable(package="pixel_snail")
+class AttentionBlock(keras.layers.Layer):
+    """One iteration of the `for attn_rep in range(attn_rep)` loop of `_base_noup_smallkey_spec`:
+
+        ul = gated_resnet(ul, conv=down_right_shifted_conv2d)          x nr_resnet
+        raw = nin(gated_resnet(concat[x, ul, bg], conv=nin), mixin_size + key_size)
+        key, mixin = raw[..., :key_size], raw[..., key_size:]
+        query = nin(gated_resnet(concat[ul, bg], conv=nin), query_size)
+        ul = gated_resnet(ul, a=causal_attention(key, mixin, query), conv=nin)
+
+    ul: (B, H, W, F), x: (B, H, W, C), bg: (B, H, W, 2C) -> (B, H, W, F). The key/mixin split is
+    a slice (key first), as the original. key_size must equal query_size (dot products).
+    """
+
+    def __init__(self, filters, nr_resnet, key_size, mixin_size, image_channels=3,
+                 nonlinearity="elu", dropout_p=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.nr_resnet = int(nr_resnet)
+        self.key_size = int(key_size)
+        self.mixin_size = int(mixin_size)
+        self.image_channels = int(image_channels)
+        self.nonlinearity = nonlinearity
+        self.dropout_p = float(dropout_p)
+
+        def block(width, conv, aux=False):
+            eps = CONV_DDI_EPSILON if conv != "nin" else None  # nin is a dense: keeps 1e-10
+            return GatedResnet(width, conv=conv, nonlinearity=nonlinearity,
+                               dropout_p=self.dropout_p, aux=aux, ddi_epsilon=eps)
+
+        f, c = self.filters, self.image_channels
+        # Created in the original's order, which fixes the TF1 `conv2d_k` / `dense_k` counters.
+        self.resnets = [block(f, "down_right_shifted") for _ in range(self.nr_resnet)]
+        # raw_content = concat[x (C), ul (F), background (2C)]; a 1x1 block keeps its width.
+        self.content_block = block(f + 3 * c, "nin")
+        self.key_mixin_nin = Nin(self.mixin_size + self.key_size)
+        self.query_block = block(f + 2 * c, "nin")  # raw_q = concat[ul, background]
+        self.query_nin = Nin(self.key_size)
+        self.out_block = block(f, "nin", aux=True)
+
+    def creation_order(self):
+        """The weight-normalised sublayers in the original's creation order: nr_resnet x
+        (conv, conv), then 9 dense: content block (2), key/mixin nin, query block (2), query
+        nin, output block (conv 1, nin of `a`, conv 2)."""
+        layers = []
+        for resnet in self.resnets:
+            layers += resnet.creation_order()
+        layers += self.content_block.creation_order() + [self.key_mixin_nin]
+        layers += self.query_block.creation_order() + [self.query_nin]
+        return layers + self.out_block.creation_order()
+
+    def call(self, ul, x, background, training=False, init=False):
+        kw = dict(training=training, init=init)
+        for resnet in self.resnets:
+            ul = resnet(ul, **kw)
+        raw_content = ops.concatenate([x, ul, background], axis=-1)
+        raw = self.key_mixin_nin(self.content_block(raw_content, **kw), init=init)
+        key, mixin = raw[..., :self.key_size], raw[..., self.key_size:]
+        raw_q = ops.concatenate([ul, background], axis=-1)
+        query = self.query_nin(self.query_block(raw_q, **kw), init=init)
+        mixed = causal_attention(key, mixin, query)
+        return self.out_block(ul, a=mixed, **kw)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, nr_resnet=self.nr_resnet, key_size=self.key_size,
+                      mixin_size=self.mixin_size, image_channels=self.image_channels,
+                      nonlinearity=self.nonlinearity, dropout_p=self.dropout_p)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="pixel_snail")
+class PixelSNAIL(AutoregressiveModel):
+    """PixelSNAIL with the original `_base_noup_smallkey_spec` architecture and the published
+    `h12_noup_smallkey` defaults (F 256, nr_resnet 4, elu, attn_rep 12, key = query = 16,
+    mixin F/2 = 128; see `pixel_snail.specs` for the named configurations).
+
+    Only the up-left stream of PixelCNN++, at full resolution:
+
+        ul = down_shift(conv[1,3](x_pad)) + right_shift(conv[2,1](x_pad))   x_pad = [x, 1]
+        ul = AttentionBlock(ul, x, background)                             x attn_rep
+        out = nin(elu(ul), distribution.num_params)
+
+    x: (B, H, W, C) in [-1, 1] -> (B, H, W, P); P = 10 * nr_logistic_mix for C = 3
+    (`output="logistic_mixture"`, C in {1, 3}) or P = C (`output="bernoulli"`, binary images).
+
+    Sublayers are created in the original's order, so `creation_order()` lists the layers that
+    the original names conv2d_0, ..., dense_0, ... (see `pixel_cnn_pp.tf1_names`).
+    Not ported: class conditioning (the original's train.py raises NotImplementedError) and
+    `att_downsample > 1` (the unpublished `h12_pool2_smallkey`).
+    """
+
+    def __init__(self, image_shape=(32, 32, 3), nr_resnet=4, nr_filters=256, nr_logistic_mix=10,
+                 resnet_nonlinearity="elu", dropout_p=0.5, attn_rep=12, key_size=16,
+                 query_size=16, mixin_size=None, output="logistic_mixture", num_classes=None,
+                 **kwargs):
+        if num_classes is not None:
+            raise ValueError("PixelSNAIL is unconditional: the original train.py raises "
+                             "NotImplementedError for class-conditional runs; pass "
+                             "num_classes=None")
+        super().__init__(image_shape, num_classes=None, **kwargs)
+        for name, value in (("nr_resnet", nr_resnet), ("nr_filters", nr_filters),
+                            ("attn_rep", attn_rep), ("key_size", key_size)):
+            if int(value) <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if int(key_size) != int(query_size):
+            raise ValueError(f"key_size and query_size must be equal (one q_size in the "
+                             f"original), got {key_size} and {query_size}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output={output!r} is not one of {OUTPUTS}")
+        channels = self.image_shape[-1]
+        self.nr_resnet = int(nr_resnet)
+        self.nr_filters = int(nr_filters)
+        self.nr_logistic_mix = int(nr_logistic_mix)
+        self.resnet_nonlinearity = resnet_nonlinearity
+        self.dropout_p = float(dropout_p)
+        self.attn_rep = int(attn_rep)
+        self.key_size = self.query_size = int(key_size)
+        self.mixin_size = self.nr_filters // 2 if mixin_size is None else int(mixin_size)
+        if self.mixin_size <= 0:
+            raise ValueError(f"mixin_size must be positive, got {mixin_size}")
+        self.output_type = output  # `output` is a keras.Model property
+        if output == "bernoulli":
+            self.distribution = Bernoulli(channels)
+        else:
+            self.distribution = DiscretizedMixLogistic(self.nr_logistic_mix, channels)
+
+        f = self.nr_filters
+        self.ul_in_down = DownShiftedConv2D(f, (1, 3), ddi_epsilon=CONV_DDI_EPSILON)
+        self.ul_in_right = DownRightShiftedConv2D(f, (2, 1), ddi_epsilon=CONV_DDI_EPSILON)
+        self.blocks = [AttentionBlock(f, self.nr_resnet, self.key_size, self.mixin_size,
+                                      image_channels=channels, nonlinearity=resnet_nonlinearity,
+                                      dropout_p=self.dropout_p)
+                       for _ in range(self.attn_rep)]
+        self.out_nin = Nin(self.distribution.num_params)
+
+    def creation_order(self):
+        """Weight-normalised layers in the order the original creates them."""
+        layers = [self.ul_in_down, self.ul_in_right]
+        for block in self.blocks:
+            layers += block.creation_order()
+        return layers + [self.out_nin]
+
+    def call(self, x, class_label=None, training=False, init=False):
+        if class_label is not None:
+            raise ValueError("class_label given, but PixelSNAIL is unconditional")
+        background = positional_background(x)
+        x_pad = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)  # image vs padding
+        ul = (down_shift(self.ul_in_down(x_pad, init=init))
+              + right_shift(self.ul_in_right(x_pad, init=init)))
+        for block in self.blocks:
+            ul = block(ul, x, background, training=training, init=init)
+        return self.out_nin(ops.elu(ul), init=init)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(nr_resnet=self.nr_resnet, nr_filters=self.nr_filters,
+                      nr_logistic_mix=self.nr_logistic_mix,
+                      resnet_nonlinearity=self.resnet_nonlinearity, dropout_p=self.dropout_p,
+                      attn_rep=self.attn_rep, key_size=self.key_size,
+                      query_size=self.query_size, mixin_size=self.mixin_size,
+                      output=self.output_type)
+        return config
