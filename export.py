@@ -24,6 +24,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep TF's INFO lines out of the progress output
     from pixel_cnn_pp.export import ExportError, describe, export_run
+    import pixel_snail.model  # noqa: F401 - registers PixelSNAIL for deserialisation
     if not F.checkpoint_dir:
         sys.exit("export.py: error: --checkpoint_dir is required")
     try:

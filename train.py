@@ -16,13 +16,17 @@ from absl import app, flags, logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pixel_cnn_pp.presets import PRESETS  # noqa: E402
-from pixel_cnn_pp.training import TrainConfig  # noqa: E402
+from pixel_cnn_pp.training import TrainConfig, register_model  # noqa: E402
+from pixel_snail import training as snail  # noqa: E402
+
+register_model("pixel_snail", snail.build)
+PRESETS = {**PRESETS, **snail.PRESETS}
 
 _D = TrainConfig()
 F = flags.FLAGS
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
 flags.DEFINE_string("preset", None, f"Start from a named set-up: {', '.join(PRESETS)}.")
-flags.DEFINE_string("model", _D.model, "Model: pixel_cnn_pp or pixel_snail.")
+flags.DEFINE_enum("model", _D.model, ["pixel_cnn_pp", "pixel_snail"], "Model to train.")
 flags.DEFINE_string("dataset", "digits",
                     "cifar10, imagenet32, mnist (tfds), digits (embedded), or folder.")
 flags.DEFINE_string("data_dir", None, "Folder of images for --dataset=folder.")
@@ -53,6 +57,9 @@ flags.DEFINE_integer("seed", _D.seed, "Seed of init, data order and sampling.")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"],
                   "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many replicas (testing).")
+flags.DEFINE_integer("attn_rep", 12, "PixelSNAIL: attention blocks.")
+flags.DEFINE_enum("output", "logistic_mixture", ["logistic_mixture", "bernoulli"],
+                  "PixelSNAIL: output distribution (bernoulli for binary images).")
 flags.DEFINE_enum("eval_split", "test", ["test", "train"], "Split for --mode=eval.")
 flags.DEFINE_bool("export_at_end", True,
                   "After training, export the EMA weights as a SavedModel to <save_dir>/export.")
@@ -81,7 +88,13 @@ def resolve_config():
         raise ValueError(f"--learning_rate={value('learning_rate')} must be positive")
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
     config = TrainConfig(**{name: value(name) for name in fields})
-    return config, value("dataset"), F.save_dir or os.path.join("runs", F.preset or value("dataset"))
+    if config.model == "pixel_snail":  # its own options; preset values unless flags are given
+        config.extra = dict(preset.get("extra", {}))
+        config.extra.update({name: getattr(F, name) for name in ("attn_rep", "output")
+                             if F[name].present or name not in config.extra})
+    binarize = F.binarize if F["binarize"].present else preset.get("binarize", F.binarize)
+    save_dir = F.save_dir or os.path.join("runs", F.preset or value("dataset"))
+    return config, value("dataset"), binarize, save_dir
 
 
 def main(argv):
@@ -98,7 +111,7 @@ def main(argv):
 
 
 def run():
-    config, dataset_name, save_dir = resolve_config()
+    config, dataset_name, binarize, save_dir = resolve_config()
     from pixel_cnn_pp import distribute
     devices = distribute.split_cpu(F.cpu_replicas) if F.cpu_replicas else None
     strategy = distribute.make_strategy(F.strategy, devices)
@@ -120,8 +133,8 @@ def run():
                 "batch_size": config.batch_size}
         config = TrainConfig(**saved["train_config"])
         config.__dict__.update(keep)
-        dataset_name = saved["dataset"]
-    dataset = data.load(dataset_name, F.data_dir, F.tfds_data_dir, F.binarize)
+        dataset_name, binarize = saved["dataset"], saved.get("binarize", False)
+    dataset = data.load(dataset_name, F.data_dir, F.tfds_data_dir, binarize)
     trainer = training.Trainer(config, dataset, strategy, save_dir)
     print(f"{config.model} on {dataset.name} {dataset.image_shape}: "
           f"{trainer.model.count_params():,} parameters, {trainer.replicas} replica(s), "

@@ -37,6 +37,7 @@ class Dataset:
     test: tf.data.Dataset
     train_size: int
     test_size: int
+    binarized: bool = False
 
 
 def load(name, data_dir=None, tfds_data_dir=None, binarize=False):
@@ -51,6 +52,7 @@ def load(name, data_dir=None, tfds_data_dir=None, binarize=False):
         data = _tfds(name, tfds_data_dir)
     if binarize:
         data.train, data.test = (ds.map(_binarize) for ds in (data.train, data.test))
+        data.binarized = True
     return data
 
 

@@ -129,6 +129,7 @@ class Trainer:
         return {"model": self.config.model,
                 "model_config": keras.saving.serialize_keras_object(self.model),
                 "dataset": self.data.name,
+                "binarize": self.data.binarized,
                 "image_shape": list(self.data.image_shape),
                 "num_classes": self.model.num_classes,
                 "train_config": dataclasses.asdict(self.config)}

@@ -1,4 +1,5 @@
 """The training loop: data parallelism, replica invariance, NaN stop, resume after SIGKILL."""
+import functools
 import math
 import os
 import signal
@@ -22,7 +23,10 @@ TINY_FLAGS = ["--dataset=digits", "--nr_resnet=1", "--nr_filters=8", "--nr_logis
               "--dropout_p=0.2", "--lr_decay=1.0", "--noexport_at_end"]
 
 
+@functools.lru_cache(maxsize=None)
 def mirrored(n):
+    """One strategy per replica count for the whole session: two live 2-replica strategies in
+    one process can hand out the same collective instance keys for different tensors."""
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
 
 

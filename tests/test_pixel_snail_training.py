@@ -1,0 +1,58 @@
+"""PixelSNAIL through the shared training loop and export: the same commands as PixelCNN++."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from keras import ops
+
+from pixel_cnn_pp import data
+from pixel_cnn_pp.export import load_trained_model
+from pixel_cnn_pp.training import TrainConfig, Trainer, register_model
+from pixel_snail import training as snail
+from conftest import random_images
+from test_export import FRESH_PROCESS
+from test_training import TINY, mirrored, run_train
+
+register_model("pixel_snail", snail.build)
+SNAIL_FLAGS = ["--model=pixel_snail", "--dataset=digits", "--nr_resnet=1", "--nr_filters=8",
+               "--nr_logistic_mix=2", "--attn_rep=1", "--batch_size=8", "--init_batch_size=16",
+               "--steps_per_epoch=3", "--num_samples=2", "--max_epochs=1"]
+
+
+@pytest.mark.parametrize("output", ["logistic_mixture", "bernoulli"])
+def test_two_replicas_lower_the_loss(tmp_path, output):
+    config = TrainConfig(**{**TINY, "model": "pixel_snail", "adam_epsilon": 1e-6,
+                            "extra": {"attn_rep": 1, "key_size": 4, "query_size": 4,
+                                      "mixin_size": 4, "output": output}})
+    dataset = data.load("digits", binarize=output == "bernoulli")
+    trainer = Trainer(config, dataset, mirrored(2), str(tmp_path))
+    trainer.restore_or_initialize()
+    batch = next(iter(trainer._distributed(dataset.train, 0)))
+    losses = [float(trainer._train_step(batch)) for _ in range(8)]
+    assert trainer.replicas == 2 and losses[-1] < losses[0] * 0.9, losses
+
+
+def test_train_eval_export_and_reload_in_a_fresh_process(tmp_path):
+    result = run_train(SNAIL_FLAGS + [f"--save_dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pixel_snail on digits" in result.stdout
+    result = run_train([f"--save_dir={tmp_path}", "--mode=eval"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    model, run, step = load_trained_model(str(tmp_path))
+    assert run["model"] == "pixel_snail" and step == 3 and model.attn_rep == 1
+    images = random_images((3, 8, 8, 1), seed=4)
+    np.save(tmp_path / "images.npy", images)
+    fresh = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "export" / "1"),
+         str(tmp_path / "images.npy"), json.dumps(None)],
+        cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=""),
+        capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    out = np.load(tmp_path / "images.npy.out.npz")
+    np.testing.assert_allclose(out["bpd"], ops.convert_to_numpy(model.bits_per_dim(images)),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(out["a"], out["b"])
+    assert out["a"].shape == (3, 8, 8, 1)
