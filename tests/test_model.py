@@ -1,7 +1,4 @@
 """PixelCNN++ model: causality, parameter count, serialization, the Python API, JAX backend."""
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -11,7 +8,8 @@ from keras import ops
 
 from pixel_cnn_pp.autoregressive import images_to_float
 from pixel_cnn_pp.model import PixelCNNpp
-from conftest import REPO, random_images, small_pixelcnn
+from conftest import random_images, small_pixelcnn
+from fixture_checks import run_with_jax_backend
 
 
 def raster_jacobian_mask(model, image_shape, class_label=None):
@@ -161,8 +159,4 @@ loss = float(ops.sum(model.nll(fx['x'])))
 np.testing.assert_allclose(loss, fx['loss_train_nats'], rtol=1e-4)
 print('JAX_OK', loss)
 """
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "JAX_OK" in result.stdout
+    run_with_jax_backend(script)

@@ -3,10 +3,6 @@ pixelsnail_small_q8.npz, `_base_noup_smallkey_spec` with attn_rep 1 and q_size 8
 attention on its own, causality of the whole network, the published model's parameters,
 serialization and the Bernoulli output."""
 import ast
-import math
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -24,8 +20,9 @@ from pixel_snail.model import PixelSNAIL
 from pixel_snail.specs import SPECS
 from conftest import REPO, load_fixture, random_images
 from test_model import raster_jacobian_mask
+from fixture_checks import (RTOL, assert_output_and_loss, assert_per_image_loss_and_gradients,
+                            assign, run_with_jax_backend)
 
-RTOL = 1e-4  # the fixture's float32 accuracy; do not loosen
 
 
 def small_snail(**overrides):
@@ -47,11 +44,6 @@ def snail_fixture():
 def model_and_names():
     model = small_snail()
     return model, tf1_variable_names(model)
-
-
-def assign(names, values):
-    for name, variable in names.items():
-        variable.assign(values(name))
 
 
 # -- (a) conformance with the original ------------------------------------------------------
@@ -80,38 +72,12 @@ def test_data_dependent_init_matches_original(snail_fixture, model_and_names):
 
 @pytest.mark.parametrize("weights", ["train", "eval"])
 def test_network_output_and_loss_match_original(snail_fixture, model_and_names, weights):
-    model, names = model_and_names
-    fx = snail_fixture
-    if weights == "train":
-        assign(names, lambda n: fx[f"var/{n}"])
-    else:  # EMA shadows; PixelSNAIL's equal the post-DDI values, so the fixture omits them
-        assign(names, lambda n: fx.get(f"ema/{n}/ExponentialMovingAverage", fx[f"var/{n}"]))
-    expected = fx[f"out_{weights}"]
-    out = ops.convert_to_numpy(model(fx["x"]))
-    np.testing.assert_allclose(out, expected, rtol=RTOL, atol=RTOL * np.abs(expected).max())
-    loss = float(ops.sum(model.nll(fx["x"])))
-    np.testing.assert_allclose(loss, fx[f"loss_{weights}_nats"], rtol=RTOL)
-    bpd = ops.convert_to_numpy(model.bits_per_dim(fx["x_uint8"])).mean()
-    np.testing.assert_allclose(bpd, fx[f"bpd_{weights}"], rtol=RTOL)
-    np.testing.assert_allclose(fx[f"loss_{weights}_nats"] / (math.log(2) * 8 * 8 * 3 * 4),
-                               fx[f"bpd_{weights}"], rtol=1e-6)
+    # PixelSNAIL's EMA shadows equal the post-DDI values, so `eval` uses var/ throughout.
+    assert_output_and_loss(*model_and_names, snail_fixture, weights)
 
 
 def test_per_image_loss_and_gradients_match_original(snail_fixture, model_and_names):
-    model, names = model_and_names
-    fx = snail_fixture
-    assign(names, lambda n: fx[f"var/{n}"])
-    with tf.GradientTape() as tape:
-        per_image = model.nll(fx["x"])
-        loss = tf.reduce_sum(per_image)
-    np.testing.assert_allclose(per_image.numpy(), fx["loss_train_per_image_nats"], rtol=RTOL)
-    grad_names = fx["meta"]["grad_vars"]
-    grads = tape.gradient(loss, [names[n] for n in grad_names])
-    for name, grad in zip(grad_names, grads):
-        expected = fx[f"grad/{name}"]
-        # Sums of many float32 terms, as in test_conformance.py.
-        np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-3,
-                                   atol=5e-4 * np.abs(expected).max(), err_msg=name)
+    assert_per_image_loss_and_gradients(*model_and_names, snail_fixture)
 
 
 def test_one_adam_step_matches_original(snail_fixture, model_and_names):
@@ -367,8 +333,4 @@ loss = float(ops.sum(model.nll(fx['x'])))
 np.testing.assert_allclose(loss, fx['loss_train_nats'], rtol=1e-4)
 print('JAX_OK', loss)
 """
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "JAX_OK" in result.stdout
+    run_with_jax_backend(script)
