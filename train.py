@@ -73,8 +73,10 @@ def resolve_config():
     preset = PRESETS.get(F.preset, {}) if F.preset else {}
     if F.preset and F.preset not in PRESETS:
         raise ValueError(f"--preset={F.preset!r} is not one of {', '.join(PRESETS)}")
-    value = lambda name: getattr(F, name) if F[name].present or name not in preset \
-        else preset[name]  # noqa: E731
+
+    def value(name):
+        return getattr(F, name) if F[name].present or name not in preset else preset[name]
+
     for name in POSITIVE + ("steps_per_epoch", "global_batch_size", "cpu_replicas"):
         minimum = 1 if name in POSITIVE else 0
         if value(name) < minimum:
@@ -92,9 +94,8 @@ def resolve_config():
         config.extra = dict(preset.get("extra", {}))
         config.extra.update({name: getattr(F, name) for name in ("attn_rep", "output")
                              if F[name].present or name not in config.extra})
-    binarize = F.binarize if F["binarize"].present else preset.get("binarize", F.binarize)
     save_dir = F.save_dir or os.path.join("runs", F.preset or value("dataset"))
-    return config, value("dataset"), binarize, save_dir
+    return config, value("dataset"), value("binarize"), save_dir
 
 
 def main(argv):

@@ -109,22 +109,11 @@ def export_model(model, export_dir, version=None, overwrite=False, metadata=None
                 "signatures": ["serving_default", "sample"], **(metadata or {})}
         files.write_json(os.path.join(tmp, METADATA_FILE), meta)
         _write_warmup(model, os.path.join(tmp, WARMUP_FILE))
-        _replace(tmp, final)
+        files.replace_dir(tmp, final)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
     return final
-
-
-def _replace(tmp, final):
-    """Rename `tmp` to `final`; an existing `final` is moved aside first and then deleted."""
-    old = None
-    if os.path.exists(final):
-        old = f"{final}.old-{os.getpid()}"
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old:
-        shutil.rmtree(old)
 
 
 def _write_warmup(model, path):

@@ -53,7 +53,12 @@ def save_png(path, image):
 
 
 def replace_dir(tmp_dir, final_dir):
-    """Move a fully written temporary directory to its final name (same file system)."""
+    """Rename a fully written `tmp_dir` to `final_dir` (same file system); an existing
+    `final_dir` is moved aside first and deleted only once the new one is in place."""
+    old = None
     if os.path.exists(final_dir):
-        shutil.rmtree(final_dir)
+        old = f"{final_dir}.old-{os.getpid()}"
+        os.replace(final_dir, old)
     os.replace(tmp_dir, final_dir)
+    if old:
+        shutil.rmtree(old)

@@ -82,7 +82,12 @@ class WNDense(_WeightNormBase):
 
     def _forward(self, x):
         scaler = self.g / ops.sqrt(ops.sum(ops.square(self.V), axis=0))
-        return ops.matmul(x, self.V) * scaler + self.b
+        # A 2-D matmul on (N, C_in), as the original's reshape: a broadcasting matmul of
+        # (B, H, W, C) by (C, units) differentiates through per-row products summed
+        # afterwards, measured 4.5x slower per training step at the paper configuration.
+        flat = ops.matmul(ops.reshape(x, (-1, x.shape[-1])), self.V)
+        y = ops.reshape(flat, tuple(-1 if d is None else d for d in x.shape[:-1]) + (self.units,))
+        return y * scaler + self.b
 
 
 class Nin(WNDense):
