@@ -20,6 +20,16 @@ def assign(names, values):
         variable.assign(values(name))
 
 
+def assert_ddi_matches(model, names, fx, before):
+    """From the pre-init values `before(name)`, data-dependent init on the fixture's init batch
+    reproduces the original's initialised weights (`var/`)."""
+    assign(names, before)
+    model.initialize(fx["x_init_uint8"])
+    for name, variable in names.items():
+        np.testing.assert_allclose(ops.convert_to_numpy(variable), fx[f"var/{name}"],
+                                   rtol=RTOL, atol=1e-5, err_msg=name)
+
+
 def assert_output_and_loss(model, names, fx, weights):
     """With the raw (`train`) or EMA (`eval`) weights of the fixture, the network output, the
     summed-nats loss and bits/dim equal the original's."""

@@ -3,14 +3,12 @@
 This is the proof that the port is faithful; tolerances are the fixture's (1e-4 relative at most).
 """
 
-import numpy as np
 import pytest
-from keras import ops
 
 from pixel_cnn_pp.tf1_names import tf1_variable_names
 from conftest import small_pixelcnn
-from fixture_checks import (RTOL, assert_output_and_loss, assert_per_image_loss_and_gradients,
-                            assign)
+from fixture_checks import (assert_ddi_matches, assert_output_and_loss,
+                            assert_per_image_loss_and_gradients)
 
 
 @pytest.fixture()
@@ -27,13 +25,8 @@ def test_variable_names_shapes_and_count_match_original(pixelcnn_fixture, model_
 
 
 def test_data_dependent_init_matches_original(pixelcnn_fixture, model_and_names):
-    model, names = model_and_names
     fx = pixelcnn_fixture
-    assign(names, lambda n: fx.get(f"pre_ddi/{n}", fx[f"var/{n}"]))
-    model.initialize(fx["x_init_uint8"])
-    for name, variable in names.items():
-        np.testing.assert_allclose(ops.convert_to_numpy(variable), fx[f"var/{name}"],
-                                   rtol=RTOL, atol=1e-5, err_msg=name)
+    assert_ddi_matches(*model_and_names, fx, lambda n: fx.get(f"pre_ddi/{n}", fx[f"var/{n}"]))
 
 
 @pytest.mark.parametrize("weights", ["train", "eval"])

@@ -20,7 +20,7 @@ from pixel_snail.model import PixelSNAIL
 from pixel_snail.specs import SPECS
 from conftest import REPO, load_fixture, random_images
 from test_model import raster_jacobian_mask
-from fixture_checks import (RTOL, assert_output_and_loss, assert_per_image_loss_and_gradients,
+from fixture_checks import (RTOL, assert_ddi_matches, assert_output_and_loss, assert_per_image_loss_and_gradients,
                             assign, run_with_jax_backend)
 
 
@@ -60,14 +60,9 @@ def test_variable_names_shapes_order_and_count_match_original(snail_fixture, mod
 def test_data_dependent_init_matches_original(snail_fixture, model_and_names):
     """The original's DDI is the variables' initializer (2016 form): g, b computed from the
     init batch with V normalised, i.e. from g = 1, b = 0. V is not changed by it."""
-    model, names = model_and_names
     fx = snail_fixture
-    assign(names, lambda n: fx[f"var/{n}"] if n.endswith("/V") else
-           np.full(fx[f"var/{n}"].shape, 1.0 if n.endswith("/g") else 0.0, np.float32))
-    model.initialize(fx["x_init_uint8"])
-    for name, variable in names.items():
-        np.testing.assert_allclose(ops.convert_to_numpy(variable), fx[f"var/{name}"],
-                                   rtol=RTOL, atol=1e-5, err_msg=name)
+    assert_ddi_matches(*model_and_names, fx, lambda n: fx[f"var/{n}"] if n.endswith("/V") else
+                       np.full(fx[f"var/{n}"].shape, 1.0 if n.endswith("/g") else 0.0, np.float32))
 
 
 @pytest.mark.parametrize("weights", ["train", "eval"])
