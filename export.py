@@ -2,8 +2,10 @@
 
     python export.py --checkpoint_dir=runs/demo --export_dir=runs/demo/export
     python export.py --checkpoint_dir=runs/demo --export_dir=/models/pixelcnn --version=3 --overwrite
+    python export.py --from_tf1_checkpoint=pxpp/params_cifar.ckpt --export_dir=/models/pxpp
 
-Writes the Polyak-averaged (EMA) weights of the latest checkpoint to <export_dir>/<version>/.
+Writes the Polyak-averaged (EMA) weights of the latest checkpoint, or of a checkpoint of the
+original TF1 code, to <export_dir>/<version>/.
 This file only parses flags; the work is in pixel_cnn_pp/export.py.
 """
 import os
@@ -17,22 +19,41 @@ flags.DEFINE_string("checkpoint_dir", None, "Save dir of a training run (train.p
 flags.DEFINE_string("export_dir", None, "Folder of versions (default: <checkpoint_dir>/export).")
 flags.DEFINE_integer("version", None, "Version number (default: the next free integer).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
+flags.DEFINE_string("from_tf1_checkpoint", None,
+                    "Export a checkpoint of the original TF1 code (prefix or folder) instead of "
+                    "a training run; the architecture is read from it.")
+flags.DEFINE_enum("tf1_weights", "ema", ["ema", "raw"],
+                  "Weights of --from_tf1_checkpoint: Polyak (EMA) shadows or raw.")
+flags.DEFINE_integer("image_size", 32, "Height and width of the images of --from_tf1_checkpoint.")
+flags.DEFINE_enum("resnet_nonlinearity", None, ["elu", "relu"],
+                  "For --from_tf1_checkpoint: relu if the original ran with it (its shapes "
+                  "cannot tell relu from elu).")
 F = flags.FLAGS
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep TF's INFO lines out of the progress output
-    from pixel_cnn_pp.export import ExportError, describe, export_run
+    from pixel_cnn_pp.export import describe, export_run, export_tf1_checkpoint
     import pixel_snail.model  # noqa: F401 - registers PixelSNAIL for deserialisation
-    if not F.checkpoint_dir:
-        sys.exit("export.py: error: --checkpoint_dir is required")
+    if bool(F.checkpoint_dir) == bool(F.from_tf1_checkpoint):
+        sys.exit("export.py: error: give exactly one of --checkpoint_dir, --from_tf1_checkpoint")
+    if F.from_tf1_checkpoint and not F.export_dir:
+        sys.exit("export.py: error: --export_dir is required with --from_tf1_checkpoint")
+    if F.image_size <= 0:
+        sys.exit(f"export.py: error: --image_size={F.image_size} must be positive")
     try:
-        path = export_run(F.checkpoint_dir, F.export_dir, F.version, F.overwrite)
-    except ExportError as e:
+        if F.from_tf1_checkpoint:
+            path = export_tf1_checkpoint(F.from_tf1_checkpoint, F.export_dir, F.version,
+                                         F.overwrite, (F.image_size, F.image_size),
+                                         F.tf1_weights, F.resnet_nonlinearity)
+        else:
+            path = export_run(F.checkpoint_dir, F.export_dir, F.version, F.overwrite)
+    except ValueError as e:  # ExportError, ConversionError, bad architecture
         sys.exit(f"export.py: error: {e}")
     meta = describe(path)
-    print(f"exported {meta['kind']} (step {meta['training_step']}, EMA weights) to {path}")
+    source = meta.get("source") or f"step {meta['training_step']}"
+    print(f"exported {meta['kind']} ({source}, {meta['weights']} weights) to {path}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     python train.py --preset=cifar10 --save_dir=runs/c10  # the paper's run, all local GPUs
     python train.py --save_dir=runs/c10 --mode=eval     # test bits/dim with the EMA weights
     python train.py --save_dir=runs/c10 --mode=sample --num_samples=64 --seed=3
+    python train.py --mode=eval --dataset=cifar10 --init_from_tf1_checkpoint=pxpp/params_cifar.ckpt
 
 This file only parses flags and wires; the work is in pixel_cnn_pp/ (training.py, data.py).
 """
@@ -16,10 +17,8 @@ from absl import app, flags, logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pixel_cnn_pp.presets import PRESETS  # noqa: E402
-from pixel_cnn_pp.training import TrainConfig, register_model  # noqa: E402
-from pixel_snail import training as snail  # noqa: E402
-
-register_model("pixel_snail", snail.build)
+from pixel_cnn_pp.training import TrainConfig  # noqa: E402
+from pixel_snail import training as snail  # noqa: E402 - also registers the model
 PRESETS = {**PRESETS, **snail.PRESETS}
 
 _D = TrainConfig()
@@ -61,6 +60,12 @@ flags.DEFINE_integer("attn_rep", 12, "PixelSNAIL: attention blocks.")
 flags.DEFINE_enum("output", "logistic_mixture", ["logistic_mixture", "bernoulli"],
                   "PixelSNAIL: output distribution (bernoulli for binary images).")
 flags.DEFINE_enum("eval_split", "test", ["test", "train"], "Split for --mode=eval.")
+flags.DEFINE_string("init_from_tf1_checkpoint", None,
+                    "Checkpoint of the original TF1 code (prefix or folder): train from its "
+                    "weights instead of data-dependent init, or --mode=eval/sample them. The "
+                    "architecture flags are read from it.")
+flags.DEFINE_enum("tf1_weights", "ema", ["ema", "raw"],
+                  "Which weights of --init_from_tf1_checkpoint: Polyak (EMA) shadows or raw.")
 flags.DEFINE_bool("export_at_end", True,
                   "After training, export the EMA weights as a SavedModel to <save_dir>/export.")
 
@@ -88,14 +93,37 @@ def resolve_config():
         raise ValueError(f"--lr_decay={value('lr_decay')} must be in (0, 1]")
     if value("learning_rate") <= 0:
         raise ValueError(f"--learning_rate={value('learning_rate')} must be positive")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra", "tf1_weights",
+                                                                  "init_from_tf1_checkpoint"}
     config = TrainConfig(**{name: value(name) for name in fields})
-    if config.model == "pixel_snail":  # its own options; preset values unless flags are given
+    if F.init_from_tf1_checkpoint:
+        config = _architecture_from_tf1(config, preset)
+    elif config.model == "pixel_snail":  # its own options; preset values unless flags are given
         config.extra = dict(preset.get("extra", {}))
         config.extra.update({name: getattr(F, name) for name in ("attn_rep", "output")
                              if F[name].present or name not in config.extra})
     save_dir = F.save_dir or os.path.join("runs", F.preset or value("dataset"))
     return config, value("dataset"), value("binarize"), save_dir
+
+
+def _architecture_from_tf1(config, preset):
+    """The architecture of --init_from_tf1_checkpoint; flags or preset values that disagree
+    with it are an error (never silently overridden)."""
+    from pixel_cnn_pp import tf1_checkpoint
+    inferred = tf1_checkpoint.infer_hyperparameters(
+        tf1_checkpoint.read(F.init_from_tf1_checkpoint))
+    given = {name: getattr(F, name) for name in list(F) if F[name].present}
+    given.update({k: v for k, v in {**preset, **preset.get("extra", {})}.items()
+                  if k not in given})
+    tf1_checkpoint.check_hyperparameters(inferred, given)
+    for name in ("model", "nr_resnet", "nr_filters", "nr_logistic_mix", "class_conditional"):
+        setattr(config, name, inferred[name])
+    if not (inferred["resnet_nonlinearity"] == "elu" and "resnet_nonlinearity" in given):
+        config.resnet_nonlinearity = inferred["resnet_nonlinearity"]
+    config.extra = dict(inferred["extra"])
+    config.init_from_tf1_checkpoint = F.init_from_tf1_checkpoint
+    config.tf1_weights = F.tf1_weights
+    return config
 
 
 def main(argv):
@@ -124,7 +152,7 @@ def run():
         config.batch_size = F.global_batch_size // replicas
 
     from pixel_cnn_pp import data, files, training
-    if F.mode != "train":  # the model of the run, whatever the flags say
+    if F.mode != "train" and not config.init_from_tf1_checkpoint:  # the run's model
         run_file = os.path.join(save_dir, training.RUN_FILE)
         if not os.path.exists(run_file):
             raise ValueError(f"--save_dir={save_dir!r} holds no run ({training.RUN_FILE}); "
@@ -147,11 +175,17 @@ def run():
             path = export_run(save_dir, skip_if_current=True)
             print(f"SavedModel (TF Serving) of the EMA weights: {path}")
     elif F.mode == "eval":
-        latest = trainer.restore_latest()
+        if config.init_from_tf1_checkpoint:
+            source = trainer.load_tf1()
+        else:
+            source = f"EMA weights of {trainer.restore_latest()}"
         bpd = trainer.evaluate(F.eval_split)
-        print(f"{F.eval_split} bits/dim (EMA weights of {latest}): {bpd:.4f}")
+        print(f"{F.eval_split} bits/dim ({source}): {bpd:.5f}")
     else:
-        trainer.restore_latest()
+        if config.init_from_tf1_checkpoint:
+            trainer.load_tf1()
+        else:
+            trainer.restore_latest()
         samples = trainer.sample(config.num_samples, config.seed)
         path = trainer.write_samples(samples, f"samples_seed_{config.seed}")
         print(f"wrote {len(samples)} samples to {path} and .npy")

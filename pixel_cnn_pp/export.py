@@ -178,6 +178,21 @@ def export_run(save_dir, export_dir=None, version=None, overwrite=False, skip_if
     return export_model(model, export_dir, version, overwrite, metadata)
 
 
+def export_tf1_checkpoint(path, export_dir, version=None, overwrite=False, image_size=(32, 32),
+                         weights="ema", resnet_nonlinearity=None):
+    """Export an original TF1 checkpoint (openai/pixel-cnn, pixelsnail-public) directly."""
+    from pixel_cnn_pp import tf1_checkpoint
+    ckpt = tf1_checkpoint.read(path)
+    inferred = tf1_checkpoint.infer_hyperparameters(ckpt)
+    model = tf1_checkpoint.build_model(inferred, image_size,
+                                       resnet_nonlinearity=resnet_nonlinearity)
+    tf1_checkpoint.assign(model, ckpt, weights)
+    metadata = {"kind": inferred["model"], "source": f"tf1 checkpoint {ckpt.path}",
+                "training_step": None,
+                "weights": "polyak_average" if weights == "ema" else "raw"}
+    return export_model(model, export_dir, version, overwrite, metadata)
+
+
 def describe(path):
     """The metadata.json of an export, as a dict (readable with any JSON reader)."""
     with tf.io.gfile.GFile(os.path.join(path, METADATA_FILE)) as f:

@@ -6,6 +6,7 @@ is the summed nats of its batch and the replicas' gradients are summed, so an up
 depend on how a global batch is split; the EMA weights are used for test bits/dim and sampling.
 """
 import dataclasses
+import importlib
 import math
 import os
 import tempfile
@@ -50,15 +51,27 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: whole epochs
     num_samples: int = 16
     seed: int = 1
+    init_from_tf1_checkpoint: str = ""  # start from an original TF1 checkpoint instead of DDI
+    tf1_weights: str = "ema"  # its Polyak shadows ("ema") or raw weights ("raw")
     extra: dict = dataclasses.field(default_factory=dict)  # model-specific options
 
 
 # name -> builder(config, image_shape, num_classes) -> AutoregressiveModel
 MODELS = {}
+# Models of other packages, imported on first use; importing registers them.
+MODEL_PACKAGES = {"pixel_snail": "pixel_snail.training"}
 
 
 def register_model(name, builder):
     MODELS[name] = builder
+
+
+def get_builder(name):
+    if name not in MODELS and name in MODEL_PACKAGES:
+        importlib.import_module(MODEL_PACKAGES[name])
+    if name not in MODELS:
+        raise TrainingError(f"--model={name!r} is not one of {sorted(set(MODELS) | set(MODEL_PACKAGES))}")
+    return MODELS[name]
 
 
 def _build_pixel_cnn_pp(config, image_shape, num_classes):
@@ -98,11 +111,10 @@ class Trainer:
         num_classes = dataset.num_classes if config.class_conditional else None
         if config.class_conditional and not dataset.num_classes:
             raise TrainingError(f"--class_conditional: dataset {dataset.name!r} has no labels")
-        if config.model not in MODELS:
-            raise TrainingError(f"--model={config.model!r} is not one of {sorted(MODELS)}")
+        builder = get_builder(config.model)
         keras.utils.set_random_seed(config.seed)  # weights, dropout: a rerun is identical
         with strategy.scope():
-            self.model = MODELS[config.model](config, dataset.image_shape, num_classes)
+            self.model = builder(config, dataset.image_shape, num_classes)
             self.model.build_all()
             # Shadows before DDI, as the original (their g and b start at 1 and 0).
             self.ema = PolyakAverage(self.model.trainable_variables, config.polyak_decay)
@@ -159,12 +171,36 @@ class Trainer:
             self.log(f"resumed from {latest}: step {int(self.optimizer.iterations.numpy())}, "
                      f"epoch {int(self.epoch.numpy())}")
             return True
+        if self.config.init_from_tf1_checkpoint:
+            self.load_tf1()
+            return False
         images, labels = next(iter(data_lib.batches(
             self.data.train, self.config.init_batch_size, self.config.seed, self.data.train_size)))
         with self.strategy.scope():  # cross-replica: every replica gets the same g and b
             self.model.initialize(images.numpy(), class_label=self._labels(labels.numpy()))
         self.log(f"data-dependent init on {self.config.init_batch_size} training images")
         return False
+
+    def load_tf1(self):
+        """Weights of the original TF1 checkpoint `config.init_from_tf1_checkpoint` (its EMA
+        shadows, or raw weights with tf1_weights="raw"); the Polyak average restarts from them.
+        Returns a description for logs."""
+        from pixel_cnn_pp import tf1_checkpoint
+        ckpt = tf1_checkpoint.read(self.config.init_from_tf1_checkpoint)
+        inferred = tf1_checkpoint.infer_hyperparameters(ckpt)
+        if inferred["image_channels"] != self.data.image_shape[-1]:
+            raise TrainingError(f"{ckpt.path!r} models {inferred['image_channels']}-channel "
+                                f"images; --dataset={self.data.name} has shape "
+                                f"{self.data.image_shape}")
+        if inferred["num_classes"] != self.model.num_classes:
+            raise TrainingError(f"{ckpt.path!r} has num_classes={inferred['num_classes']}; the "
+                                f"model built for --dataset={self.data.name} has "
+                                f"{self.model.num_classes}")
+        tf1_checkpoint.assign(self.model, ckpt, self.config.tf1_weights)
+        self.ema.reset()
+        source = f"{self.config.tf1_weights} weights of TF1 checkpoint {ckpt.path}"
+        self.log(f"loaded the {source}")
+        return source
 
     def restore_latest(self):
         latest = self.manager.latest_checkpoint

@@ -1,6 +1,8 @@
 """PixelSNAIL's hook into the shared training loop: the model builder and the presets of the
 published runs (neocxi/pixelsnail-public README commands + train.py defaults, pixel_snail.md
-section 5). `train.py` registers both; nothing of the loop is rewritten here."""
+section 5). Importing this module registers the builder as model "pixel_snail"; nothing of the
+loop is rewritten here."""
+from pixel_cnn_pp.training import register_model
 from pixel_snail.model import PixelSNAIL
 from pixel_snail.specs import SPECS
 
@@ -14,6 +16,9 @@ def build(config, image_shape, num_classes):
                       resnet_nonlinearity=config.resnet_nonlinearity,
                       dropout_p=config.dropout_p, num_classes=num_classes, name=config.model,
                       **{k: v for k, v in config.extra.items() if k in ARCHITECTURE})
+
+
+register_model("pixel_snail", build)
 
 
 def _preset(spec, dataset, **training):

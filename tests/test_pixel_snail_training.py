@@ -10,13 +10,11 @@ from keras import ops
 
 from pixel_cnn_pp import data
 from pixel_cnn_pp.export import load_trained_model
-from pixel_cnn_pp.training import TrainConfig, Trainer, register_model
-from pixel_snail import training as snail
+from pixel_cnn_pp.training import TrainConfig, Trainer
 from conftest import random_images
 from test_export import FRESH_PROCESS
 from test_training import TINY, mirrored, run_train
 
-register_model("pixel_snail", snail.build)
 SNAIL_FLAGS = ["--model=pixel_snail", "--dataset=digits", "--nr_resnet=1", "--nr_filters=8",
                "--nr_logistic_mix=2", "--attn_rep=1", "--batch_size=8", "--init_batch_size=16",
                "--steps_per_epoch=3", "--num_samples=2", "--max_epochs=1"]
