@@ -53,7 +53,8 @@ def main(argv):
         sys.exit(f"export.py: error: {e}")
     meta = describe(path)
     source = meta.get("source") or f"step {meta['training_step']}"
-    print(f"exported {meta['kind']} ({source}, {meta['weights']} weights) to {path}")
+    weights = "EMA" if meta["weights"] == "polyak_average" else meta["weights"]
+    print(f"exported {meta['kind']} ({source}, {weights} weights) to {path}")
 
 
 if __name__ == "__main__":

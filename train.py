@@ -60,6 +60,10 @@ flags.DEFINE_integer("attn_rep", 12, "PixelSNAIL: attention blocks.")
 flags.DEFINE_enum("output", "logistic_mixture", ["logistic_mixture", "bernoulli"],
                   "PixelSNAIL: output distribution (bernoulli for binary images).")
 flags.DEFINE_enum("eval_split", "test", ["test", "train"], "Split for --mode=eval.")
+flags.DEFINE_bool("jit_compile", _D.jit_compile,
+                  "Compile the forward + backward of a training step with XLA.")
+flags.DEFINE_enum("mixed_precision", _D.mixed_precision, ["float32", "mixed_bfloat16"],
+                  "Compute dtype of the model (variables and the loss stay float32).")
 flags.DEFINE_string("init_from_tf1_checkpoint", None,
                     "Checkpoint of the original TF1 code (prefix or folder): train from its "
                     "weights instead of data-dependent init, or --mode=eval/sample them. The "

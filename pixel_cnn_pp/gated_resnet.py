@@ -57,19 +57,21 @@ class GatedResnet(keras.layers.Layer):
         """The weight-normalised (and conditioning) sublayers in the original's creation order."""
         return [layer for layer in (self.conv1, self.nin_a, self.conv2, self.cond) if layer]
 
-    def call(self, x, a=None, h=None, training=False, init=False):
+    def call(self, x, a=None, h=None, training=False, init=False, rows=None):
+        """`rows`: row-by-row evaluation for the cached sampler (see `shifted.py`)."""
         if (a is None) == self.aux:
             raise ValueError(f"{self.name}: built with aux={self.aux}, called with a={a is not None}")
         if (h is None) == bool(self.num_classes):
             raise ValueError(f"{self.name}: num_classes={self.num_classes}, "
                              f"called with h={h is not None}")
-        c = self.conv1(self._f(x), init=init)
+        shifted = {} if rows is None or self.conv == "nin" else {"rows": rows}
+        c = self.conv1(self._f(x), init=init, **shifted)
         if a is not None:
             c = c + self.nin_a(self._f(a), init=init)
         c = self._f(c)
         if self.dropout is not None:
             c = self.dropout(c, training=training)
-        c = self.conv2(c, init=init)
+        c = self.conv2(c, init=init, **shifted)
         if h is not None:
             c = c + self.cond(h)
         value, gate = c[..., :self.filters], c[..., self.filters:]

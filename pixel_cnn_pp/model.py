@@ -136,6 +136,70 @@ class PixelCNNpp(AutoregressiveModel):
 
         return self.out_nin(ops.elu(ul), init=init)
 
+    @staticmethod
+    def row_phase(i):
+        """What `call_row` needs of the row index i: i % 4, with 3 folded onto 1 (both
+        recompute the full resolution only, with the same parity), so it is traced 3 times."""
+        phase = i % 4
+        return 1 if phase == 3 else phase
+
+    def call_row(self, x_row, rows, held, class_label=None):
+        """`call` for one image row, for the cached sampler (`fast_sampler.py`): the same layers
+        and wiring, evaluated on row i of the full-resolution map, row i//2 of the half and row
+        i//4 of the quarter one, with the rows above each convolution's input from `rows`.
+
+        Only the resolutions whose current row still changes are recomputed: a half-resolution
+        row depends on full-resolution rows up to 2*(i//2) only, so on odd rows its values are
+        final and its down-pass outputs come from `held` ({level: (u, ul)}, returned updated).
+        x_row: (B, 1, W, C) -> (mixture parameters (B, 1, W, P), held); dropout is off.
+        """
+        phase = rows.phase  # row_phase(i)
+        levels = 3 if phase == 0 else 2 if phase == 2 else 1
+        h = self.conditioning(class_label)
+        kw = dict(h=h, rows=rows)
+        x_pad = ops.concatenate([x_row, ops.ones_like(x_row[..., :1])], axis=-1)
+
+        u_list = [down_shift(self.u_in(x_pad, rows=rows), rows=rows, name="down_shift/u")]
+        ul_list = [down_shift(self.ul_in_down(x_pad, rows=rows), rows=rows, name="down_shift/ul")
+                   + right_shift(self.ul_in_right(x_pad, rows=rows))]
+        up, down = self._stage_sizes()
+        k = 0
+        for stage, n in enumerate(up[:levels]):
+            for u_block, ul_block in zip(self.up_u[k:k + n], self.up_ul[k:k + n]):
+                u_list.append(u_block(u_list[-1], **kw))
+                ul_list.append(ul_block(ul_list[-1], a=u_list[-1], **kw))
+            k += n
+            if stage < levels - 1:
+                u_list.append(self.down_sample_u[stage](u_list[-1], rows=rows))
+                ul_list.append(self.down_sample_ul[stage](ul_list[-1], rows=rows))
+            elif stage < NUM_STAGES - 1:  # not run on this row, but its next run needs this row
+                rows.above(self.down_sample_u[stage].name, u_list[-1], 1)
+                rows.above(self.down_sample_ul[stage].name, ul_list[-1], 1)
+
+        held = dict(held)
+        top = levels - 1
+        if levels < NUM_STAGES:  # the stage below, final since its last active row
+            u, ul = held[levels]
+        else:
+            u, ul = u_list.pop(), ul_list.pop()
+        k = sum(down[:NUM_STAGES - levels])
+        for stage in range(NUM_STAGES - levels, NUM_STAGES):
+            level = NUM_STAGES - 1 - stage
+            if stage > 0:  # the upsampled row pair; this row is its (i >> level) % 2 half
+                u = self.up_sample_u[stage - 1](u)
+                ul = self.up_sample_ul[stage - 1](ul)
+                half = (phase >> level) & 1  # (i >> level) % 2
+                u, ul = u[:, half:half + 1], ul[:, half:half + 1]
+            n = down[stage]
+            for u_block, ul_block in zip(self.down_u[k:k + n], self.down_ul[k:k + n]):
+                u = u_block(u, a=u_list.pop(), **kw)
+                ul = ul_block(ul, a=ops.concatenate([u, ul_list.pop()], axis=-1), **kw)
+            k += n
+            if 0 < level <= top:
+                held[level] = (u, ul)
+        assert not u_list and not ul_list, "every up-pass output is consumed exactly once"
+        return self.out_nin(ops.elu(ul)), held
+
     def get_config(self):
         config = super().get_config()
         config.update(nr_resnet=self.nr_resnet, nr_filters=self.nr_filters,

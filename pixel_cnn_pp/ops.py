@@ -22,8 +22,13 @@ def log_prob_from_logits(x, axis=-1):
     return x - m - ops.log(ops.sum(ops.exp(x - m), axis=axis, keepdims=True))
 
 
-def down_shift(x, step=1):
-    """Ports `nn.down_shift`: (B, H, W, C) -> same shape, row r holds input row r - step."""
+def down_shift(x, step=1, rows=None, name=None):
+    """Ports `nn.down_shift`: (B, H, W, C) -> same shape, row r holds input row r - step.
+
+    Row by row (`rows`, the cached sampler): x is one row and the result is the cached row
+    `step` above it, under the cache key `name`."""
+    if rows is not None:
+        return rows.above(name, x, step)[:, :1]
     x = ops.pad(x, [[0, 0], [step, 0], [0, 0], [0, 0]])
     return x[:, :-step]
 

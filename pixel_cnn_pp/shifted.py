@@ -4,10 +4,20 @@
 Padding and cropping are exactly the original's (pixel_cnn_pp.md section 8): zero-pad then a VALID
 weight-normalised convolution, or a VALID transposed convolution then a crop. The padded zeros also
 hit the extra ones channel of the input, which is how the network tells image from padding.
+
+Row by row (`rows`, the cached sampler of `fast_sampler.py`): x is one band of rows and
+`rows.above(self, x, fh - 1)` gives the real rows above it in place of the zero padding.
 """
 from keras import ops
 
 from pixel_cnn_pp.weight_norm import WNConv2D, WNConv2DTranspose
+
+
+def _pad_top(layer, x, n, rows):
+    """x with n rows on top: zeros (the original's padding) or, row by row, the cached ones."""
+    if rows is None:
+        return ops.pad(x, [[0, 0], [n, 0], [0, 0], [0, 0]])
+    return rows.above(layer.name, x, n)
 
 
 class DownShiftedConv2D(WNConv2D):
@@ -20,10 +30,11 @@ class DownShiftedConv2D(WNConv2D):
     def __init__(self, units, filter_size=(2, 3), strides=(1, 1), **kwargs):
         super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
 
-    def call(self, x, init=False):
+    def call(self, x, init=False, rows=None):
         fh, fw = self.filter_size
         side = (fw - 1) // 2
-        x = ops.pad(x, [[0, 0], [fh - 1, 0], [side, side], [0, 0]])
+        x = _pad_top(self, x, fh - 1, rows)
+        x = ops.pad(x, [[0, 0], [0, 0], [side, side], [0, 0]])
         return super().call(x, init=init)
 
 
@@ -37,9 +48,10 @@ class DownRightShiftedConv2D(WNConv2D):
     def __init__(self, units, filter_size=(2, 2), strides=(1, 1), **kwargs):
         super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
 
-    def call(self, x, init=False):
+    def call(self, x, init=False, rows=None):
         fh, fw = self.filter_size
-        x = ops.pad(x, [[0, 0], [fh - 1, 0], [fw - 1, 0], [0, 0]])
+        x = _pad_top(self, x, fh - 1, rows)
+        x = ops.pad(x, [[0, 0], [0, 0], [fw - 1, 0], [0, 0]])
         return super().call(x, init=init)
 
 

@@ -24,6 +24,7 @@ from pixel_cnn_pp.model import PixelCNNpp
 from pixel_cnn_pp.optim import OriginalAdam, PolyakAverage
 
 RUN_FILE = "run.json"
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 class TrainingError(RuntimeError):
@@ -51,6 +52,8 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: whole epochs
     num_samples: int = 16
     seed: int = 1
+    jit_compile: bool = False  # XLA for the forward + backward of a training step
+    mixed_precision: str = "float32"  # or "mixed_bfloat16" (Keras dtype policy of the model)
     init_from_tf1_checkpoint: str = ""  # start from an original TF1 checkpoint instead of DDI
     tf1_weights: str = "ema"  # its Polyak shadows ("ema") or raw weights ("raw")
     extra: dict = dataclasses.field(default_factory=dict)  # model-specific options
@@ -112,10 +115,21 @@ class Trainer:
         if config.class_conditional and not dataset.num_classes:
             raise TrainingError(f"--class_conditional: dataset {dataset.name!r} has no labels")
         builder = get_builder(config.model)
+        if config.mixed_precision not in PRECISIONS:
+            raise TrainingError(f"--mixed_precision={config.mixed_precision!r} is not one of "
+                                f"{PRECISIONS}")
         keras.utils.set_random_seed(config.seed)  # weights, dropout: a rerun is identical
+        policy = keras.mixed_precision.global_policy()
+        # Layers take the policy when they are created: variables stay float32, bfloat16 needs
+        # no loss scaling, and the loss is computed in float32 (`AutoregressiveModel.nll`).
+        keras.mixed_precision.set_global_policy(config.mixed_precision)
+        try:
+            with strategy.scope():
+                self.model = builder(config, dataset.image_shape, num_classes)
+                self.model.build_all()
+        finally:
+            keras.mixed_precision.set_global_policy(policy)
         with strategy.scope():
-            self.model = builder(config, dataset.image_shape, num_classes)
-            self.model.build_all()
             # Shadows before DDI, as the original (their g and b start at 1 and 0).
             self.ema = PolyakAverage(self.model.trainable_variables, config.polyak_decay)
             self.optimizer = OriginalAdam(config.learning_rate, lr_decay=config.lr_decay,
@@ -131,6 +145,8 @@ class Trainer:
         if not self.chief:  # every worker must write; only the chief's copy is kept
             ckpt_dir = tempfile.mkdtemp(prefix="pixelcnn_worker_ckpt_")
         self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=3)
+        self._loss_and_grads = tf.function(self._replica_loss_and_grads, jit_compile=True) \
+            if config.jit_compile else self._replica_loss_and_grads
         self._train_step = tf.function(self._distributed_train_step)
         self._eval_step = tf.function(self._distributed_eval_step)
         self._sample = tf.function(lambda n, seed, labels: sample_images(self.model, n, seed, labels))
@@ -215,11 +231,14 @@ class Trainer:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _replica_train_step(self, images, labels):
+    def _replica_loss_and_grads(self, images, labels):
         x = images_to_float(images)
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(self.model.nll(x, self._labels(labels), training=True))
-        grads = tape.gradient(loss, self.model.trainable_variables)
+        return loss, tape.gradient(loss, self.model.trainable_variables)
+
+    def _replica_train_step(self, images, labels):
+        loss, grads = self._loss_and_grads(images, labels)
         self.optimizer.apply(grads, self.model.trainable_variables)  # sums replicas' grads
         return loss
 
@@ -259,10 +278,13 @@ class Trainer:
         return self.bits_per_dim(total, count)
 
     def sample(self, num_samples, seed):
-        """uint8 samples with the EMA weights; class-conditional models cycle through labels."""
+        """uint8 samples with the EMA weights; class-conditional models cycle through labels.
+        The cached sampler where the model has one, else the naive one as a single graph."""
         labels = (np.arange(num_samples) % self.model.num_classes).astype(np.int32) \
             if self.model.num_classes else None
         with self.ema.averaged():
+            if hasattr(self.model, "call_row"):
+                return self.model.sample(num_samples, seed, labels, method="fast")
             return self._sample(tf.constant(num_samples), tf.constant(seed, tf.int64),
                                 labels).numpy()
 

@@ -51,10 +51,14 @@ def causal_attention_weights(key, query):
         raise ValueError("causal_attention is ported with downsample=1 only: key and query "
                          f"must share the spatial shape, got {key.shape} and {query.shape}")
     q, k = _flatten(query), _flatten(key)
-    mask = ops.convert_to_tensor(causal_mask(q.shape[1]), dtype=q.dtype)
+    return _weights(q, k, ops.convert_to_tensor(causal_mask(q.shape[1]), dtype=q.dtype))
+
+
+def _weights(q, k, mask):
+    """q (B, N_q, d), k (B, N, d), mask (N_q, N) of 0/1 -> P (B, N_q, N)."""
     scores = ops.matmul(q, ops.transpose(k, (0, 2, 1))) - (1.0 - mask) * MASK_PENALTY
     scores = scores - ops.max(scores, axis=-1, keepdims=True)
-    exp = ops.exp(scores / np.float32(math.sqrt(d))) * mask
+    exp = ops.exp(scores / np.float32(math.sqrt(k.shape[-1]))) * mask
     return exp / (ops.sum(exp, axis=-1, keepdims=True) + DENOMINATOR_EPSILON)
 
 
@@ -70,15 +74,32 @@ def causal_attention(key, mixin, query):
     return ops.reshape(mixed, (-1, *query.shape[1:-1], mixin.shape[-1]))
 
 
-def positional_background(x):
+def causal_attention_row(key, mixin, query_row, row):
+    """`causal_attention` for the queries of image row `row` only (the cached sampler):
+    key (B, H, W, d) and mixin (B, H, W, d_v) hold rows 0..row (rows below are masked out),
+    query_row (B, 1, W, d) -> (B, 1, W, d_v), the rows `row` of `causal_attention`'s output."""
+    width = query_row.shape[2]
+    k = _flatten(key)
+    positions = ops.arange(k.shape[1], dtype="int32")
+    query_positions = ops.cast(row, "int32") * width + ops.arange(width, dtype="int32")
+    mask = ops.cast(positions[None, :] < query_positions[:, None], query_row.dtype)  # j < i
+    mixed = ops.matmul(_weights(_flatten(query_row), k, mask), _flatten(mixin))
+    return ops.reshape(mixed, (-1, 1, width, mixin.shape[-1]))
+
+
+def positional_background(x, row=None, height=None):
     """The `background` tensor of `_base_noup_smallkey_spec`: (B, H, W, C) -> (B, H, W, 2C).
 
     Channels [0, C) hold (r - H/2)/H for row r and [C, 2C) hold (c - W/2)/W for column c. The
     original broadcasts each coordinate by adding `0. * x`, so it gets one copy per image channel:
     6 channels for RGB (raw_content = F + 9, raw_q = F + 6 wide), 2 for grayscale.
+    With `row` (the cached sampler), x is (B, 1, W, C), row `row` of an image of `height` rows.
     """
-    height, width = x.shape[1], x.shape[2]
+    width = x.shape[2]
+    height = x.shape[1] if row is None else height
     rows = (ops.arange(height, dtype="float32") - height / 2) / height
+    if row is not None:
+        rows, height = ops.take(rows, ops.reshape(row, (1,))), 1
     cols = (ops.arange(width, dtype="float32") - width / 2) / width
     zeros = ops.zeros_like(x)  # the values of 0. * x for finite x, without a path to x
     return ops.concatenate([ops.reshape(rows, (1, height, 1, 1)) + zeros,

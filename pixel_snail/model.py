@@ -14,7 +14,7 @@ from pixel_cnn_pp.mixture import DiscretizedMixLogistic
 from pixel_cnn_pp.ops import down_shift, right_shift
 from pixel_cnn_pp.shifted import DownRightShiftedConv2D, DownShiftedConv2D
 from pixel_cnn_pp.weight_norm import Nin
-from pixel_snail.attention import causal_attention, positional_background
+from pixel_snail.attention import causal_attention, causal_attention_row, positional_background
 from pixel_snail.bernoulli import Bernoulli
 
 CONV_DDI_EPSILON = 1e-8  # 2016 DDI form vendored by PixelSNAIL; nin/dense keep 1e-10
@@ -72,16 +72,23 @@ class AttentionBlock(keras.layers.Layer):
         layers += self.query_block.creation_order() + [self.query_nin]
         return layers + self.out_block.creation_order()
 
-    def call(self, ul, x, background, training=False, init=False):
+    def call(self, ul, x, background, training=False, init=False, rows=None):
+        """`rows`: one image row at a time for the cached sampler (`fast_sampler.py`): the
+        shifted convs read the rows above from it, attention its keys and values so far."""
         kw = dict(training=training, init=init)
         for resnet in self.resnets:
-            ul = resnet(ul, **kw)
+            ul = resnet(ul, rows=rows, **kw)
         raw_content = ops.concatenate([x, ul, background], axis=-1)
         raw = self.key_mixin_nin(self.content_block(raw_content, **kw), init=init)
         key, mixin = raw[..., :self.key_size], raw[..., self.key_size:]
         raw_q = ops.concatenate([ul, background], axis=-1)
         query = self.query_nin(self.query_block(raw_q, **kw), init=init)
-        mixed = causal_attention(key, mixin, query)
+        if rows is None:
+            mixed = causal_attention(key, mixin, query)
+        else:
+            mixed = causal_attention_row(rows.history(self.name + "/key", key),
+                                         rows.history(self.name + "/mixin", mixin), query,
+                                         rows.row)
         return self.out_block(ul, a=mixed, **kw)
 
     def get_config(self):
@@ -164,16 +171,30 @@ class PixelSNAIL(AutoregressiveModel):
             layers += block.creation_order()
         return layers + [self.out_nin]
 
-    def call(self, x, class_label=None, training=False, init=False):
+    @staticmethod
+    def row_phase(i):
+        """`call_row` is the same program on every row (the row index is a tensor)."""
+        return 0
+
+    def call(self, x, class_label=None, training=False, init=False, rows=None):
         if class_label is not None:
             raise ValueError("class_label given, but PixelSNAIL is unconditional")
-        background = positional_background(x)
+        if rows is None:
+            background = positional_background(x)
+        else:  # x is image row `rows.row`
+            background = positional_background(x, rows.row, self.image_shape[0])
         x_pad = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)  # image vs padding
-        ul = (down_shift(self.ul_in_down(x_pad, init=init))
-              + right_shift(self.ul_in_right(x_pad, init=init)))
+        ul = (down_shift(self.ul_in_down(x_pad, init=init, rows=rows), rows=rows,
+                         name="down_shift/ul")
+              + right_shift(self.ul_in_right(x_pad, init=init, rows=rows)))
         for block in self.blocks:
-            ul = block(ul, x, background, training=training, init=init)
+            ul = block(ul, x, background, training=training, init=init, rows=rows)
         return self.out_nin(ops.elu(ul), init=init)
+
+    def call_row(self, x_row, rows, held, class_label=None):
+        """The network on image row `rows.row` only, (B, 1, W, C) -> (B, 1, W, P), for the
+        cached sampler; nothing is held between rows beyond `rows`."""
+        return self(x_row, class_label=class_label, rows=rows), held
 
     def get_config(self):
         config = super().get_config()

@@ -133,3 +133,35 @@ def test_eval_and_sample_modes(tmp_path):
     assert samples.shape == (3, 8, 8, 1) and samples.dtype == np.uint8
     assert (tmp_path / "samples" / "samples_seed_5.png").stat().st_size > 100
     assert list((tmp_path / "tensorboard" / "train").iterdir())
+
+
+def _losses(tmp_path, steps, **variant):
+    trainer = Trainer(TrainConfig(**{**TINY, **variant}), data.load("digits"), mirrored(1),
+                      str(tmp_path), log=lambda *_: None)
+    trainer.restore_or_initialize()
+    batch = next(iter(trainer._distributed(trainer.data.train, 0)))
+    return trainer, [float(trainer._train_step(batch)) for _ in range(steps)]
+
+
+def test_mixed_bfloat16_trains_with_a_float32_loss(tmp_path):
+    trainer, losses = _losses(tmp_path, 8, mixed_precision="mixed_bfloat16")
+    assert trainer.model.compute_dtype == "bfloat16"
+    assert all(v.dtype == "float32" for v in trainer.model.trainable_variables)
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < losses[0] * 0.95, losses
+    images = data.load("digits").test.batch(4).take(1).get_single_element()[0]
+    from pixel_cnn_pp.autoregressive import images_to_float
+    assert trainer.model.nll(images_to_float(images)).dtype == "float32"
+    assert 0 < trainer.evaluate("test") < 8
+
+
+def test_jit_compile_step_matches_the_plain_step(tmp_path):
+    _, plain = _losses(tmp_path / "plain", 3)
+    _, xla = _losses(tmp_path / "xla", 3, jit_compile=True)
+    np.testing.assert_allclose(xla, plain, rtol=1e-4)
+
+
+def test_unknown_precision_is_refused(tmp_path):
+    with pytest.raises(TrainingError, match="--mixed_precision='mixed_float16' is not one of"):
+        Trainer(TrainConfig(**TINY, mixed_precision="mixed_float16"), data.load("digits"),
+                mirrored(1), str(tmp_path))

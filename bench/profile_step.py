@@ -1,0 +1,92 @@
+"""Where a training step spends its time, by TensorFlow op type (tf.profiler trace of one step).
+
+    python bench/profile_step.py --preset=cifar10 --batch_size=16
+
+Runs one traced warm-up step, profiles the next one, and prints the op types by total time
+(ops of the same type summed; ops run in parallel on the 2 cores, so the shares can add up to
+more than the step's wall time). Appends the top rows to bench/RESULTS.md.
+"""
+import collections
+import glob
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
+
+from pixel_cnn_pp import data  # noqa: E402
+from pixel_cnn_pp.presets import PRESETS  # noqa: E402
+from pixel_cnn_pp.training import TrainConfig, Trainer  # noqa: E402
+
+flags.DEFINE_string("preset", "cifar10", "Preset whose model is profiled.")
+flags.DEFINE_integer("batch_size", 16, "Images per step.")
+flags.DEFINE_integer("top", 8, "Op types to list.")
+F = flags.FLAGS
+
+
+def op_times(logdir):
+    """{op type: (seconds, count)} from the host plane of the trace in `logdir`."""
+    path = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0]
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    totals = collections.defaultdict(lambda: [0.0, 0])
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        names = {k: m.name for k, m in plane.event_metadata.items()}
+        for line in plane.lines:
+            if "TF Op" not in line.name and "tf_op" not in line.name.lower():
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if ":" not in name:
+                    continue
+                kind = name.rsplit(":", 1)[1]
+                totals[kind][0] += event.duration_ps * 1e-12
+                totals[kind][1] += 1
+    return totals
+
+
+def main(argv):
+    del argv
+    preset = dict(PRESETS[F.preset])
+    preset.pop("dataset")
+    config = TrainConfig(**{**preset, "batch_size": F.batch_size,
+                            "init_batch_size": F.batch_size})
+    images = np.random.RandomState(0).randint(0, 256, (F.batch_size * 2, 32, 32, 3), np.uint8)
+    fake = data._from_arrays("random", images, np.zeros(len(images)), F.batch_size, 10)
+    trainer = Trainer(config, fake, tf.distribute.OneDeviceStrategy("/cpu:0"),
+                      "/tmp/bench_unused", log=lambda *_: None)
+    trainer.restore_or_initialize()
+    batch = next(iter(trainer._distributed(fake.train, None)))
+    float(trainer._train_step(batch))  # trace
+    logdir = tempfile.mkdtemp(prefix="pixelcnn_profile_")
+    tf.profiler.experimental.start(logdir)
+    start = time.time()
+    float(trainer._train_step(batch))
+    step = time.time() - start
+    tf.profiler.experimental.stop()
+    totals = sorted(op_times(logdir).items(), key=lambda kv: -kv[1][0])
+    lines = [f"\n`python bench/profile_step.py --preset={F.preset} --batch_size={F.batch_size}` "
+             f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, TF {tf.__version__}): "
+             f"profiled step {step:.1f} s wall\n",
+             "| op type | total time | share of step wall time | count |", "|---|---|---|---|"]
+    for kind, (seconds, count) in totals[:F.top]:
+        lines.append(f"| {kind} | {seconds:.2f} s | {100 * seconds / step:.0f}% | {count} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
