@@ -142,7 +142,7 @@ class AutoregressiveModel(keras.Model):
 
     def sample_naive_continuous(self, num_samples, seed=0, class_label=None):
         """The naive sampler's continuous samples in [-1, 1], (N, H, W, C), before rounding."""
-        from pixel_cnn_pp.fast_sampler import compiled_for
+        from pixel_cnn_pp.fast_sampler import compiled_for  # the sampler's compile helper
         n = int(num_samples)
         labels = self._check_labels(class_label, n)
         seed_gen = keras.random.SeedGenerator(seed)

@@ -71,32 +71,40 @@ def _step(model, x_row, prev, held, labels, phase, row):
     return params, rows.current, held
 
 
-def compiled(fn):
-    """`fn` as one graph per input signature where the backend has a tracing compiler that
-    needs no change to the layers: tf.function on TensorFlow. Other backends run it op by op
-    (the same numbers, slower). The only backend-specific line of the samplers."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        return tf.function(fn)
-    return fn
-
-
 _CACHE = weakref.WeakKeyDictionary()  # model -> {name: compiled function}
 
 
-def compiled_for(model, name, fn):
-    """`compiled(fn)`, kept per model so that repeated sampling does not trace again (the
-    functions read the model's variables, so new weights are seen)."""
+def compiled_for(model, name, fn, static_argnums=()):
+    """`fn` (which runs `model`) compiled once per model and input signature: tf.function on
+    TensorFlow; on JAX, jax.jit with the model's variables passed in through a
+    `keras.StatelessScope`, so new weights (e.g. the EMA ones) are seen without a new trace.
+    `static_argnums`: Python values that select the program (traced once per value). Other
+    backends run `fn` op by op. The only backend-specific code of the samplers."""
     functions = _CACHE.setdefault(model, {})
     if name not in functions:
-        functions[name] = compiled(fn)
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+            functions[name] = tf.function(fn)
+        elif backend == "jax":
+            import jax
+            variables = list(model.variables)
+
+            def pure(values, *args):
+                with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                    return fn(*args)
+
+            jitted = jax.jit(pure, static_argnums=tuple(1 + i for i in static_argnums))
+            functions[name] = lambda *args: jitted([v.value for v in variables], *args)
+        else:
+            functions[name] = fn
     return functions[name]
 
 
 def _compiled(model):
-    """The row step; Python ints (the phase) are traced once per value."""
+    """The row step; the phase (argument 4) is traced once per value."""
     return compiled_for(model, "row_step", lambda x_row, prev, held, labels, phase, row:
-                        _step(model, x_row, prev, held, labels, phase, row))
+                        _step(model, x_row, prev, held, labels, phase, row), static_argnums=(4,))
 
 
 def sample_continuous(model, num_samples, seed=0, class_label=None):

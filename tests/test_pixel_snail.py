@@ -20,8 +20,8 @@ from pixel_snail.model import PixelSNAIL
 from pixel_snail.specs import SPECS
 from conftest import REPO, load_fixture, random_images
 from test_model import raster_jacobian_mask
-from fixture_checks import (RTOL, assert_ddi_matches, assert_output_and_loss, assert_per_image_loss_and_gradients,
-                            assign, run_with_jax_backend)
+from fixture_checks import (RTOL, assert_ddi_matches, assert_output_and_loss,
+                            assert_per_image_loss_and_gradients, assign, run_with_jax_backend)
 
 
 
