@@ -29,6 +29,8 @@ from pixel_cnn_pp.training import TrainConfig, Trainer  # noqa: E402
 flags.DEFINE_string("preset", "cifar10", "Preset whose model is profiled.")
 flags.DEFINE_integer("batch_size", 16, "Images per step.")
 flags.DEFINE_integer("top", 8, "Op types to list.")
+flags.DEFINE_string("trace_dir", None, "Only summarise an earlier trace (its folder).")
+flags.DEFINE_float("step_seconds", 0.0, "With --trace_dir: the wall time of the traced step.")
 F = flags.FLAGS
 
 
@@ -44,11 +46,11 @@ def op_times(logdir):
             continue
         names = {k: m.name for k, m in plane.event_metadata.items()}
         for line in plane.lines:
-            if "TF Op" not in line.name and "tf_op" not in line.name.lower():
+            if not line.name.startswith("tf_Compute"):  # the executor threads
                 continue
             for event in line.events:
-                name = names.get(event.metadata_id, "")
-                if ":" not in name:
+                name = names.get(event.metadata_id, "")  # "op name:OpType" for TF ops
+                if ":" not in name or "::" in name:
                     continue
                 kind = name.rsplit(":", 1)[1]
                 totals[kind][0] += event.duration_ps * 1e-12
@@ -58,6 +60,8 @@ def op_times(logdir):
 
 def main(argv):
     del argv
+    if F.trace_dir:
+        return report(F.trace_dir, F.step_seconds)
     preset = dict(PRESETS[F.preset])
     preset.pop("dataset")
     config = TrainConfig(**{**preset, "batch_size": F.batch_size,
@@ -75,6 +79,10 @@ def main(argv):
     float(trainer._train_step(batch))
     step = time.time() - start
     tf.profiler.experimental.stop()
+    report(logdir, step)
+
+
+def report(logdir, step):
     totals = sorted(op_times(logdir).items(), key=lambda kv: -kv[1][0])
     lines = [f"\n`python bench/profile_step.py --preset={F.preset} --batch_size={F.batch_size}` "
              f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, TF {tf.__version__}): "

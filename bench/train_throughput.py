@@ -24,8 +24,10 @@ sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 
-VARIANTS = {"float32": dict(), "xla": dict(jit_compile=True),
-            "bf16": dict(mixed_precision="mixed_bfloat16"),
+# Explicit values: a preset's own choice (cifar10 sets jit_compile) must not leak in.
+VARIANTS = {"float32": dict(jit_compile=False, mixed_precision="float32"),
+            "xla": dict(jit_compile=True, mixed_precision="float32"),
+            "bf16": dict(jit_compile=False, mixed_precision="mixed_bfloat16"),
             "xla+bf16": dict(jit_compile=True, mixed_precision="mixed_bfloat16")}
 
 flags.DEFINE_string("preset", "cifar10", "Preset whose model is timed (PixelSNAIL's included).")
