@@ -178,18 +178,15 @@ def run():
             from pixel_cnn_pp.export import export_run
             path = export_run(save_dir, skip_if_current=True)
             print(f"SavedModel (TF Serving) of the EMA weights: {path}")
-    elif F.mode == "eval":
-        if config.init_from_tf1_checkpoint:
-            source = trainer.load_tf1()
-        else:
-            source = f"EMA weights of {trainer.restore_latest()}"
+        return
+    if config.init_from_tf1_checkpoint:
+        source = trainer.load_tf1()
+    else:
+        source = f"EMA weights of {trainer.restore_latest()}"
+    if F.mode == "eval":
         bpd = trainer.evaluate(F.eval_split)
         print(f"{F.eval_split} bits/dim ({source}): {bpd:.5f}")
     else:
-        if config.init_from_tf1_checkpoint:
-            trainer.load_tf1()
-        else:
-            trainer.restore_latest()
         samples = trainer.sample(config.num_samples, config.seed)
         path = trainer.write_samples(samples, f"samples_seed_{config.seed}")
         print(f"wrote {len(samples)} samples to {path} and .npy")

@@ -25,6 +25,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from bench.results import record  # noqa: E402
+
 from pixel_cnn_pp.model import PixelCNNpp  # noqa: E402
 from pixel_cnn_pp.optim import OriginalAdam  # noqa: E402
 
@@ -129,9 +131,7 @@ def main(argv):
                 lines.append(train_row(precision, int(batch)))
                 print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
-    print(text)
-    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
-        f.write(text)
+    record(text)
 
 
 if __name__ == "__main__":

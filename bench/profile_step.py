@@ -20,6 +20,8 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from bench.results import record  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from pixel_cnn_pp import data  # noqa: E402
@@ -91,9 +93,7 @@ def report(logdir, step):
     for kind, (seconds, count) in totals[:F.top]:
         lines.append(f"| {kind} | {seconds:.2f} s | {100 * seconds / step:.0f}% | {count} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
-        f.write(text)
+    record(text)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from bench.results import record  # noqa: E402
+
 from pixel_cnn_pp.autoregressive import float_to_images  # noqa: E402
 from pixel_cnn_pp.model import PixelCNNpp  # noqa: E402
 from pixel_snail.model import PixelSNAIL  # noqa: E402
@@ -98,9 +100,7 @@ def main(argv):
     text = ("\n| model nr_resnet/filters, image | params | images | naive | cached | speed-up "
             "| same images as naive | machine | command |\n|---|---|---|---|---|---|---|---|---|\n"
             + line + "\n")
-    print(text)
-    with open(os.path.join(os.path.dirname(__file__), "RESULTS.md"), "a") as f:
-        f.write(text)
+    record(text)
 
 
 if __name__ == "__main__":

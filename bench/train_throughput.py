@@ -24,6 +24,8 @@ sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 
+from bench.results import record  # noqa: E402
+
 # Explicit values: a preset's own choice (cifar10 sets jit_compile) must not leak in.
 VARIANTS = {"float32": dict(jit_compile=False, mixed_precision="float32"),
             "xla": dict(jit_compile=True, mixed_precision="float32"),
@@ -113,9 +115,7 @@ def main(argv):
                      f"{base / r['step']:.2f}x | {r['warmup']:.0f} s | {r['rss_gib']:.1f} GiB | "
                      f"{r['loss']:.1f} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
-        f.write(text)
+    record(text)
 
 
 def overrides_text():

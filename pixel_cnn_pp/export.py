@@ -182,12 +182,10 @@ def export_tf1_checkpoint(path, export_dir, version=None, overwrite=False, image
                          weights="ema", resnet_nonlinearity=None):
     """Export an original TF1 checkpoint (openai/pixel-cnn, pixelsnail-public) directly."""
     from pixel_cnn_pp import tf1_checkpoint
-    ckpt = tf1_checkpoint.read(path)
-    inferred = tf1_checkpoint.infer_hyperparameters(ckpt)
-    model = tf1_checkpoint.build_model(inferred, image_size,
-                                       resnet_nonlinearity=resnet_nonlinearity)
-    tf1_checkpoint.assign(model, ckpt, weights)
-    metadata = {"kind": inferred["model"], "source": f"tf1 checkpoint {ckpt.path}",
+    model = tf1_checkpoint.load_model(path, image_size, weights, resnet_nonlinearity)
+    # The builders name the model after its kind ("pixel_cnn_pp", "pixel_snail").
+    metadata = {"kind": model.name,
+                "source": f"tf1 checkpoint {tf1_checkpoint.resolve_path(path)}",
                 "training_step": None,
                 "weights": "polyak_average" if weights == "ema" else "raw"}
     return export_model(model, export_dir, version, overwrite, metadata)
