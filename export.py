@@ -6,7 +6,7 @@
 
 Writes the Polyak-averaged (EMA) weights of the latest checkpoint, or of a checkpoint of the
 original TF1 code, to <export_dir>/<version>/.
-This file only parses flags; the work is in pixel_cnn_pp/export.py.
+This file only parses flags; the work is in pixel_cnn_pp/runtime/export.py.
 """
 import os
 import sys
@@ -34,8 +34,8 @@ F = flags.FLAGS
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep TF's INFO lines out of the progress output
-    from pixel_cnn_pp.export import describe, export_run, export_tf1_checkpoint
-    import pixel_snail.model  # noqa: F401 - registers PixelSNAIL for deserialisation
+    from pixel_cnn_pp.errors import UserError
+    from pixel_cnn_pp.runtime.export import describe, export_run, export_tf1_checkpoint
     if bool(F.checkpoint_dir) == bool(F.from_tf1_checkpoint):
         sys.exit("export.py: error: give exactly one of --checkpoint_dir, --from_tf1_checkpoint")
     if F.from_tf1_checkpoint and not F.export_dir:
@@ -49,7 +49,7 @@ def main(argv):
                                          F.tf1_weights, F.resnet_nonlinearity)
         else:
             path = export_run(F.checkpoint_dir, F.export_dir, F.version, F.overwrite)
-    except ValueError as e:  # ExportError, ConversionError, bad architecture
+    except UserError as e:  # bad flags, checkpoints, folders: one line; bugs: a traceback
         sys.exit(f"export.py: error: {e}")
     meta = describe(path)
     source = meta.get("source") or f"step {meta['training_step']}"

@@ -1,14 +1,18 @@
 """Training-step throughput and sampling time on the JAX backend (the GPU benchmark).
 
     KERAS_BACKEND=jax python bench/jax_train_step.py --batch_sizes=16,64 --precisions=float32,bf16
+    KERAS_BACKEND=jax python bench/jax_train_step.py --preset=snail_cifar10 --batch_sizes=8
     KERAS_BACKEND=jax python bench/jax_train_step.py --sampling --naive_pixels=8
 
-Needs no TensorFlow: the same Keras model code, run as one `jax.jit` step (forward, backward,
-the original Adam through `stateless_apply`, Polyak averaging), variables passed explicitly.
-Training: images/s (median step after the compiling first one), compile time and peak device
-memory, per batch size and precision. --sampling: 16 images, naive (one jitted full forward per
-pixel, --naive_pixels timed and scaled) vs the cached sampler (fast_sampler.py). Prints a table
-and appends it to bench/RESULTS.md.
+Needs no TensorFlow. The step is the one train.py runs: `TrainStep` of the preset's settings
+(the model's summed-nats loss with dropout, the original Adam with the preset's learning rate,
+decay and epsilon, the Polyak update with its decay), as one `jax.jit` of
+`TrainStep.stateless_step`. Reports images/s from the median synchronised step and from
+back-to-back steps (dispatched without waiting, synchronised once at the end), compile time and
+peak device memory, per batch size and precision. --sampling: 16 images, naive (one jitted full
+forward per pixel, --naive_pixels timed and scaled) vs the cached sampler. Prints a table and
+appends it to bench/RESULTS.md. Needs the project's metadata for its registry: `pip install -e .`
+or the `pixelcnn_keras.egg-info` folder of such an install beside the code.
 """
 import os
 import platform
@@ -25,17 +29,19 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from bench.results import record  # noqa: E402
+from bench.harness import record  # noqa: E402
 
-from pixel_cnn_pp.model import PixelCNNpp  # noqa: E402
-from pixel_cnn_pp.optim import OriginalAdam  # noqa: E402
+from pixel_cnn_pp.model import sampling  # noqa: E402
+from pixel_cnn_pp.model.registry import build_model  # noqa: E402
+from pixel_cnn_pp.model.train_step import TrainStep  # noqa: E402
+from pixel_cnn_pp.runtime.config import DATASET_SHAPES, from_preset  # noqa: E402
 
+flags.DEFINE_string("preset", "cifar10", "Preset whose model and optimiser settings are timed.")
 flags.DEFINE_list("batch_sizes", ["16", "64"], "Batch sizes to time.")
 flags.DEFINE_list("precisions", ["float32", "bf16"], "float32 and/or bf16 (mixed_bfloat16).")
-flags.DEFINE_integer("steps", 10, "Timed steps after the compiling one.")
-flags.DEFINE_integer("nr_resnet", 5, "Paper configuration by default.")
-flags.DEFINE_integer("nr_filters", 160, "Paper configuration by default.")
-flags.DEFINE_integer("image_size", 32, "Height and width.")
+flags.DEFINE_integer("steps", 10, "Timed steps after the compiling one (each way).")
+flags.DEFINE_integer("nr_resnet", 0, "Override the preset's nr_resnet (0: keep).")
+flags.DEFINE_integer("nr_filters", 0, "Override the preset's nr_filters (0: keep).")
 flags.DEFINE_bool("sampling", False, "Time sampling of 16 images instead of training.")
 flags.DEFINE_integer("naive_pixels", 8, "--sampling: naive pixels timed and scaled.")
 F = flags.FLAGS
@@ -43,68 +49,58 @@ POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
 
 
 def build(precision, batch):
-    keras.mixed_precision.set_global_policy(POLICIES[precision])
-    size = F.image_size
-    model = PixelCNNpp(image_shape=(size, size, 3), nr_resnet=F.nr_resnet,
-                       nr_filters=F.nr_filters, dropout_p=0.5)
+    """(TrainStep of the preset, uint8 images (batch, H, W, C)), initialised as train.py does:
+    shadows first, then data-dependent init on the preset's init batch."""
+    overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters") if getattr(F, k)}
+    config, dataset, _ = from_preset(F.preset, mixed_precision=POLICIES[precision], **overrides)
+    shape = DATASET_SHAPES[dataset]
+    model = build_model(config.model, shape, **config.model_options)
     model.build_all()
-    images = np.random.RandomState(0).randint(0, 256, (batch, size, size, 3), np.uint8)
-    model.initialize(images[:16])
-    keras.mixed_precision.set_global_policy("float32")
-    return model, images
+    step = TrainStep(model, config.learning_rate, config.lr_decay, config.adam_epsilon,
+                     config.polyak_decay)
+    images = np.random.RandomState(0).randint(0, 256, (batch, *shape), np.uint8)
+    model.initialize(images[:config.init_batch_size])
+    return step, images
 
 
 def train_row(precision, batch):
-    model, images = build(precision, batch)
-    optimizer = OriginalAdam(1e-3, lr_decay=0.999995)
-    optimizer.build(model.trainable_variables)
-    x = (jnp.asarray(images, jnp.float32) - 127.5) / 127.5
-
-    def loss_fn(trainable, non_trainable, x):
-        out, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-        log_prob = model.distribution.log_prob(x, out.astype(jnp.float32))  # float32 loss
-        return -jnp.sum(log_prob), non_trainable
-
-    @jax.jit
-    def step(trainable, non_trainable, opt_vars, ema, x):
-        (loss, non_trainable), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable, non_trainable, x)
-        trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
-        ema = [e - (1.0 - 0.9995) * (e - t) for e, t in zip(ema, trainable)]
-        return trainable, non_trainable, opt_vars, ema, loss
-
-    state = ([v.value for v in model.trainable_variables],
-             [v.value for v in model.non_trainable_variables],
-             [v.value for v in optimizer.variables])
-    state = (*state, list(state[0]))
+    step, images = build(precision, batch)
+    jitted = jax.jit(step.stateless_step)
+    images = jnp.asarray(images)
+    state = step.state()
     start = time.time()
-    *state, loss = step(*state, x)
+    state, loss = jitted(state, images)
     loss.block_until_ready()
     compile_s = time.time() - start
     times = []
-    for _ in range(F.steps):
+    for _ in range(F.steps):  # synchronised: each step waits for the previous one
         start = time.time()
-        *state, loss = step(*state, x)
+        state, loss = jitted(state, images)
         loss.block_until_ready()
         times.append(time.time() - start)
+    start = time.time()
+    for _ in range(F.steps):  # back to back: dispatched without waiting
+        state, loss = jitted(state, images)
+    loss.block_until_ready()
+    back_to_back = F.steps * batch / (time.time() - start)
     seconds = float(np.median(times))
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
-    return (f"| {precision} | {batch} | {batch / seconds:.0f} | {seconds * 1000:.1f} ms | "
-            f"{compile_s:.0f} s | {'%.1f GiB' % (peak / 2**30) if peak else 'n/a'} | "
-            f"{float(loss):.1f} |")
+    return (f"| {precision} | {batch} | {batch / seconds:.0f} | {back_to_back:.0f} | "
+            f"{seconds * 1000:.1f} ms | {compile_s:.0f} s | "
+            f"{'%.1f GiB' % (peak / 2**30) if peak else 'n/a'} | {float(loss):.1f} |")
 
 
 def sampling_row():
-    model, _ = build("float32", 16)
-    from pixel_cnn_pp.fast_sampler import compiled_for
-    forward = compiled_for(model, "bench_forward", lambda x: model(x)[:, 0, 0])
+    step, _ = build("float32", 16)
+    model = step.model
+    forward = sampling.compiled_for(model, "bench_forward", lambda x: model(x)[:, 0, 0])
     x = jnp.zeros((16, *model.image_shape))
     forward(x).block_until_ready()
     start = time.time()
     for _ in range(F.naive_pixels):
         forward(x).block_until_ready()
-    pixels = F.image_size ** 2
+    pixels = model.image_shape[0] * model.image_shape[1]
     naive = (time.time() - start) * pixels / F.naive_pixels
     start = time.time()
     model.sample(16, seed=1, method="fast")
@@ -118,20 +114,19 @@ def main(argv):
     device = jax.devices()[0]
     head = (f"\n`KERAS_BACKEND=jax python bench/jax_train_step.py {' '.join(sys.argv[1:])}` "
             f"({device.device_kind}, JAX {jax.__version__}, Keras {keras.__version__}, "
-            f"{platform.machine()}, {time.strftime('%Y-%m-%d')}): PixelCNN++ nr_resnet "
-            f"{F.nr_resnet}, {F.nr_filters} filters, {F.image_size}x{F.image_size}x3\n")
+            f"{platform.machine()}, {time.strftime('%Y-%m-%d')}): preset {F.preset}\n")
     if F.sampling:
         lines = [head, "| what | naive | cached | speed-up |", "|---|---|---|---|",
                  sampling_row()]
     else:
-        lines = [head, "| precision | batch | images/s | step (median) | first step (compile) "
-                 "| peak device memory | loss (nats) |", "|---|---|---|---|---|---|---|"]
+        lines = [head, "| precision | batch | images/s (median step) | images/s (back to back) "
+                 "| step (median) | first step (compile) | peak device memory | loss (nats) |",
+                 "|---|---|---|---|---|---|---|---|"]
         for precision in F.precisions:
             for batch in F.batch_sizes:
                 lines.append(train_row(precision, int(batch)))
                 print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    record(text)
+    record("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -17,16 +17,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from bench.results import record  # noqa: E402
+from bench.harness import record  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-from pixel_cnn_pp import data  # noqa: E402
-from pixel_cnn_pp.presets import PRESETS  # noqa: E402
-from pixel_cnn_pp.training import TrainConfig, Trainer  # noqa: E402
+from bench.harness import preset_trainer  # noqa: E402
 
 flags.DEFINE_string("preset", "cifar10", "Preset whose model is profiled.")
 flags.DEFINE_integer("batch_size", 16, "Images per step.")
@@ -64,21 +61,12 @@ def main(argv):
     del argv
     if F.trace_dir:
         return report(F.trace_dir, F.step_seconds)
-    preset = dict(PRESETS[F.preset])
-    preset.pop("dataset")
-    config = TrainConfig(**{**preset, "batch_size": F.batch_size,
-                            "init_batch_size": F.batch_size})
-    images = np.random.RandomState(0).randint(0, 256, (F.batch_size * 2, 32, 32, 3), np.uint8)
-    fake = data._from_arrays("random", images, np.zeros(len(images)), F.batch_size, 10)
-    trainer = Trainer(config, fake, tf.distribute.OneDeviceStrategy("/cpu:0"),
-                      "/tmp/bench_unused", log=lambda *_: None)
-    trainer.restore_or_initialize()
-    batch = next(iter(trainer._distributed(fake.train, None)))
-    float(trainer._train_step(batch))  # trace
+    trainer, batch = preset_trainer(F.preset, F.batch_size)
+    float(trainer.train_step(batch))  # trace
     logdir = tempfile.mkdtemp(prefix="pixelcnn_profile_")
     tf.profiler.experimental.start(logdir)
     start = time.time()
-    float(trainer._train_step(batch))
+    float(trainer.train_step(batch))
     step = time.time() - start
     tf.profiler.experimental.stop()
     report(logdir, step)

@@ -1,7 +1,7 @@
-"""Sampling time of 16 images, naive (one full forward per pixel) vs cached (fast_sampler.py).
+"""Sampling time of 16 images, naive (one full forward per pixel) vs cached (pixel_cnn_pp/model/sampling.py).
 
     python bench/sampling.py --naive_pixels=4                 # PixelCNN++ paper configuration
-    python bench/sampling.py --model=pixel_snail --naive_pixels=2    # PixelSNAIL, published
+    python bench/sampling.py --preset=snail_cifar10 --naive_pixels=2    # PixelSNAIL, published
     python bench/sampling.py --nr_resnet=1 --nr_filters=32 --naive_pixels=0   # both in full
 
 Naive: the graph sampler the exports use (tf.while_loop of full forwards). With
@@ -24,19 +24,18 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from bench.results import record  # noqa: E402
+from bench.harness import record  # noqa: E402
 
-from pixel_cnn_pp.autoregressive import float_to_images  # noqa: E402
-from pixel_cnn_pp.model import PixelCNNpp  # noqa: E402
-from pixel_snail.model import PixelSNAIL  # noqa: E402
-from pixel_snail.specs import SPECS  # noqa: E402
+from pixel_cnn_pp.model.registry import build_model  # noqa: E402
+from pixel_cnn_pp.runtime.config import DATASET_SHAPES, from_preset  # noqa: E402
 
-flags.DEFINE_enum("model", "pixel_cnn_pp", ["pixel_cnn_pp", "pixel_snail"],
-                  "PixelCNN++ (paper configuration by default) or PixelSNAIL (h12_noup_smallkey).")
+flags.DEFINE_string("preset", "cifar10",
+                    "Preset whose model is timed: cifar10 (PixelCNN++ paper configuration), "
+                    "snail_cifar10 (PixelSNAIL h12_noup_smallkey), ...")
 flags.DEFINE_integer("nr_resnet", 0, "Override nr_resnet (0: the paper's).")
 flags.DEFINE_integer("nr_filters", 0, "Override nr_filters (0: the paper's).")
 flags.DEFINE_integer("attn_rep", 0, "PixelSNAIL: override attn_rep (0: the paper's 12).")
-flags.DEFINE_integer("image_size", 32, "Height and width.")
+flags.DEFINE_integer("image_size", 0, "Height and width (0: the preset dataset's).")
 flags.DEFINE_integer("num_samples", 16, "Images per run.")
 flags.DEFINE_integer("naive_pixels", 4, "Naive pixels to time and scale (0: all, and compare).")
 F = flags.FLAGS
@@ -55,25 +54,23 @@ def naive_graph_time(model, pixels):
 
 
 def build():
-    size = F.image_size
     overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters", "attn_rep")
                  if getattr(F, k)}
-    if F.model == "pixel_snail":
-        spec = {**SPECS["h12_noup_smallkey_cifar10"], **overrides}
-        model = PixelSNAIL(**{**spec, "image_shape": (size, size, 3), "dropout_p": 0.0})
-    else:
-        overrides.pop("attn_rep", None)
-        model = PixelCNNpp(image_shape=(size, size, 3), dropout_p=0.0, **overrides)
+    config, dataset, _ = from_preset(F.preset, dropout_p=0.0, **overrides)
+    shape = DATASET_SHAPES[dataset]
+    if F.image_size:
+        shape = (F.image_size, F.image_size, shape[-1])
+    model = build_model(config.model, shape, **config.model_options)
     model.build_all()
-    model.initialize(np.random.RandomState(0).randint(0, 256, (16, size, size, 3), np.uint8))
+    model.initialize(np.random.RandomState(0).randint(0, 256, (16, *shape), np.uint8))
     return model
 
 
 def main(argv):
     del argv
     model = build()
-    size = F.image_size
-    pixels = size * size
+    size = model.image_shape[0]
+    pixels = size * model.image_shape[1]
     start = time.time()
     fast = model.sample(F.num_samples, seed=1, method="fast")
     fast_s = time.time() - start
@@ -81,18 +78,19 @@ def main(argv):
         naive_s = naive_graph_time(model, F.naive_pixels) * pixels / F.naive_pixels
         how, same = f"{F.naive_pixels} of {pixels} pixels timed, scaled", "not run"
     else:
-        from pixel_cnn_pp.graph_sampler import sample_images
+        from pixel_cnn_pp.runtime.graph_sampler import sample_images
         graph = tf.function(lambda: sample_images(model, F.num_samples, 1))
         start = time.time()
         graph()
         naive_s = time.time() - start
         how = "all pixels"
-        naive = float_to_images(model.sample_naive_continuous(F.num_samples, seed=1)).numpy()
+        naive = model.sample(F.num_samples, seed=1, method="naive")
         same = f"{int((naive != fast).sum())} of {fast.size} sub-pixels differ"
     flags_text = " ".join(f"--{k}={getattr(F, k)}" for k in
-                          ("model", "nr_resnet", "nr_filters", "attn_rep", "image_size",
+                          ("preset", "nr_resnet", "nr_filters", "attn_rep", "image_size",
                            "naive_pixels") if getattr(F, k) or k == "naive_pixels")
-    line = (f"| {F.model} {model.nr_resnet}/{model.nr_filters}, {size}x{size}x3 | "
+    line = (f"| {model.name} {model.nr_resnet}/{model.nr_filters}, "
+            f"{'x'.join(map(str, model.image_shape))} | "
             f"{model.count_params():,} | {F.num_samples} | {naive_s:.1f} s ({how}) | "
             f"{fast_s:.1f} s | {naive_s / fast_s:.1f}x | {same} | "
             f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}, "

@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 
-from bench.results import record  # noqa: E402
+from bench.harness import record  # noqa: E402
 
 # Explicit values: a preset's own choice (cifar10 sets jit_compile) must not leak in.
 VARIANTS = {"float32": dict(jit_compile=False, mixed_precision="float32"),
@@ -47,32 +47,17 @@ def run_variant(name):
     import numpy as np
     import tensorflow as tf
 
-    from pixel_cnn_pp import data
-    from pixel_cnn_pp.presets import PRESETS
-    from pixel_cnn_pp.training import TrainConfig, Trainer
-    from pixel_snail import training as snail
+    from bench.harness import preset_trainer
 
-    preset = dict({**PRESETS, **snail.PRESETS}[F.preset])
-    dataset_name = preset.pop("dataset")
-    preset.pop("binarize", None)
     overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters") if getattr(F, k)}
-    config = TrainConfig(**{**preset, **overrides, **VARIANTS[name],
-                            "batch_size": F.batch_size, "init_batch_size": F.batch_size})
-    shape = {"cifar10": (32, 32, 3), "imagenet32": (32, 32, 3), "mnist": (28, 28, 1)}.get(
-        dataset_name, (8, 8, 1))
-    images = np.random.RandomState(0).randint(0, 256, (F.batch_size * 2, *shape), np.uint8)
-    fake = data._from_arrays("random", images, np.zeros(len(images)), F.batch_size, 10)
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    trainer = Trainer(config, fake, strategy, "/tmp/bench_unused", log=lambda *_: None)
-    trainer.restore_or_initialize()
-    batch = next(iter(trainer._distributed(fake.train, None)))
+    trainer, batch = preset_trainer(F.preset, F.batch_size, **overrides, **VARIANTS[name])
     start = time.time()
-    first_loss = float(trainer._train_step(batch))
+    first_loss = float(trainer.train_step(batch))
     warmup = time.time() - start
     times = []
     for _ in range(F.steps):
         start = time.time()
-        float(trainer._train_step(batch))
+        float(trainer.train_step(batch))
         times.append(time.time() - start)
     print(json.dumps({"step": float(np.median(times)), "warmup": warmup,
                       "params": trainer.model.count_params(), "loss": first_loss,

@@ -11,6 +11,8 @@ import math
 import numpy as np
 from keras import ops
 
+from pixel_cnn_pp.model.passes import FULL
+
 MASK_PENALTY = 1e10  # subtracted from the scores of invisible positions
 DENOMINATOR_EPSILON = 1e-6  # rows sum to slightly less than 1; the first row is exactly 0
 
@@ -62,44 +64,44 @@ def _weights(q, k, mask):
     return exp / (ops.sum(exp, axis=-1, keepdims=True) + DENOMINATOR_EPSILON)
 
 
-def causal_attention(key, mixin, query):
+def causal_attention(key, mixin, query, ctx=FULL, owner=None):
     """Ports `nn.causal_attention(key, mixin, query)` (downsample 1, no positional encoding).
 
     key: (B, H, W, d), mixin (the values): (B, H, W, d_v), query: (B, H, W, d)
     -> (B, H, W, d_v) = P @ V with P from `causal_attention_weights`. Single head, no output
     projection, no dropout; pixel (0, 0) gets exactly 0.
+
+    On a cached row step (`ctx.row` is image row i), key, mixin and query are that row, (B, 1,
+    W, .); the keys and values of the rows above come from `ctx.history` (cached under `owner`)
+    and the result is row i of the full attention, (B, 1, W, d_v).
     """
-    probs = causal_attention_weights(key, query)
-    mixed = ops.matmul(probs, _flatten(mixin))
-    return ops.reshape(mixed, (-1, *query.shape[1:-1], mixin.shape[-1]))
-
-
-def causal_attention_row(key, mixin, query_row, row):
-    """`causal_attention` for the queries of image row `row` only (the cached sampler):
-    key (B, H, W, d) and mixin (B, H, W, d_v) hold rows 0..row (rows below are masked out),
-    query_row (B, 1, W, d) -> (B, 1, W, d_v), the rows `row` of `causal_attention`'s output."""
-    width = query_row.shape[2]
-    k = _flatten(key)
-    positions = ops.arange(k.shape[1], dtype="int32")
-    query_positions = ops.cast(row, "int32") * width + ops.arange(width, dtype="int32")
-    mask = ops.cast(positions[None, :] < query_positions[:, None], query_row.dtype)  # j < i
-    mixed = ops.matmul(_weights(_flatten(query_row), k, mask), _flatten(mixin))
+    if ctx.row is None:
+        probs = causal_attention_weights(key, query)
+        mixed = ops.matmul(probs, _flatten(mixin))
+        return ops.reshape(mixed, (-1, *query.shape[1:-1], mixin.shape[-1]))
+    key = _flatten(ctx.history((owner, "key"), key))  # rows below i are masked out
+    mixin = ctx.history((owner, "mixin"), mixin)
+    width = query.shape[2]
+    positions = ops.arange(key.shape[1], dtype="int32")
+    query_positions = ops.cast(ctx.row, "int32") * width + ops.arange(width, dtype="int32")
+    mask = ops.cast(positions[None, :] < query_positions[:, None], query.dtype)  # j < i
+    mixed = ops.matmul(_weights(_flatten(query), key, mask), _flatten(mixin))
     return ops.reshape(mixed, (-1, 1, width, mixin.shape[-1]))
 
 
-def positional_background(x, row=None, height=None):
+def positional_background(x, ctx=FULL, height=None):
     """The `background` tensor of `_base_noup_smallkey_spec`: (B, H, W, C) -> (B, H, W, 2C).
 
     Channels [0, C) hold (r - H/2)/H for row r and [C, 2C) hold (c - W/2)/W for column c. The
     original broadcasts each coordinate by adding `0. * x`, so it gets one copy per image channel:
     6 channels for RGB (raw_content = F + 9, raw_q = F + 6 wide), 2 for grayscale.
-    With `row` (the cached sampler), x is (B, 1, W, C), row `row` of an image of `height` rows.
+    On a cached row step, x is (B, 1, W, C), image row `ctx.row` of an image of `height` rows.
     """
     width = x.shape[2]
-    height = x.shape[1] if row is None else height
+    height = x.shape[1] if ctx.row is None else height
     rows = (ops.arange(height, dtype="float32") - height / 2) / height
-    if row is not None:
-        rows, height = ops.take(rows, ops.reshape(row, (1,))), 1
+    if ctx.row is not None:
+        rows, height = ops.take(rows, ops.reshape(ctx.row, (1,))), 1
     cols = (ops.arange(width, dtype="float32") - width / 2) / width
     zeros = ops.zeros_like(x)  # the values of 0. * x for finite x, without a path to x
     return ops.concatenate([ops.reshape(rows, (1, height, 1, 1)) + zeros,

@@ -1,7 +1,7 @@
 """A Bernoulli output distribution for binary images (binarized MNIST), the likelihood of the
-PyTorch PixelSNAIL in pytorch-generative (pixel_snail.md section 8). Not in the TF1 original.
+PyTorch PixelSNAIL in EugenHotaj/pytorch-generative. Not in the TF1 original.
 
-Same interface as `pixel_cnn_pp.mixture.DiscretizedMixLogistic`, so `AutoregressiveModel`'s
+Same interface as `pixel_cnn_pp.model.mixture.DiscretizedMixLogistic`, so `AutoregressiveModel`'s
 likelihood, bits/dim and sampling work unchanged. Images are in [-1, 1] (uint8 0/255 map to
 -1/1); a value x > 0 counts as 1, anything else as 0.
 """

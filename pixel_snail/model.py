@@ -1,20 +1,24 @@
 """The PixelSNAIL network: Keras twin of `_base_noup_smallkey_spec` (neocxi/pixelsnail-public
 `pixel_cnn_pp/model.py`), whose `attn_rep=12` partial is the published `h12_noup_smallkey`.
 
-Built from the PixelCNN++ layers (`pixel_cnn_pp`): shifted convs, `GatedResnet` (also with
-`conv="nin"`), `Nin`, down/right shifts. Differences from PixelCNN++ (pixel_snail.md section 1):
-the 2016 data-dependent init, whose epsilon is 1e-8 for convolutions (1e-10 for dense/nin).
+Built from the PixelCNN++ layers (`pixel_cnn_pp.model`): shifted convs, `GatedResnet` (also
+with `conv="nin"`), `Nin`, down/right shifts. The one numerical difference from PixelCNN++'s
+layers: PixelSNAIL vendors the 2016 data-dependent init, whose epsilon is 1e-8 for convolutions
+(1e-10 for dense/nin).
 """
 import keras
 from keras import ops
 
-from pixel_cnn_pp.autoregressive import AutoregressiveModel
-from pixel_cnn_pp.gated_resnet import GatedResnet
-from pixel_cnn_pp.mixture import DiscretizedMixLogistic
-from pixel_cnn_pp.ops import down_shift, right_shift
-from pixel_cnn_pp.shifted import DownRightShiftedConv2D, DownShiftedConv2D
-from pixel_cnn_pp.weight_norm import Nin
-from pixel_snail.attention import causal_attention, causal_attention_row, positional_background
+from pixel_cnn_pp.errors import ConfigError
+
+from pixel_cnn_pp.model.autoregressive import AutoregressiveModel
+from pixel_cnn_pp.model.gated_resnet import GatedResnet
+from pixel_cnn_pp.model.mixture import DiscretizedMixLogistic
+from pixel_cnn_pp.model.ops import down_shift, right_shift
+from pixel_cnn_pp.model.passes import FULL
+from pixel_cnn_pp.model.shifted import DownRightShiftedConv2D, DownShiftedConv2D
+from pixel_cnn_pp.model.weight_norm import Nin
+from pixel_snail.attention import causal_attention, positional_background
 from pixel_snail.bernoulli import Bernoulli
 
 CONV_DDI_EPSILON = 1e-8  # 2016 DDI form vendored by PixelSNAIL; nin/dense keep 1e-10
@@ -46,19 +50,21 @@ class AttentionBlock(keras.layers.Layer):
         self.nonlinearity = nonlinearity
         self.dropout_p = float(dropout_p)
 
+        dtype = {"dtype": self.dtype_policy}  # sublayers compute in the block's precision
+
         def block(width, conv, aux=False):
             eps = CONV_DDI_EPSILON if conv != "nin" else None  # nin is a dense: keeps 1e-10
             return GatedResnet(width, conv=conv, nonlinearity=nonlinearity,
-                               dropout_p=self.dropout_p, aux=aux, ddi_epsilon=eps)
+                               dropout_p=self.dropout_p, aux=aux, ddi_epsilon=eps, **dtype)
 
         f, c = self.filters, self.image_channels
         # Created in the original's order, which fixes the TF1 `conv2d_k` / `dense_k` counters.
         self.resnets = [block(f, "down_right_shifted") for _ in range(self.nr_resnet)]
         # raw_content = concat[x (C), ul (F), background (2C)]; a 1x1 block keeps its width.
         self.content_block = block(f + 3 * c, "nin")
-        self.key_mixin_nin = Nin(self.mixin_size + self.key_size)
+        self.key_mixin_nin = Nin(self.mixin_size + self.key_size, **dtype)
         self.query_block = block(f + 2 * c, "nin")  # raw_q = concat[ul, background]
-        self.query_nin = Nin(self.key_size)
+        self.query_nin = Nin(self.key_size, **dtype)
         self.out_block = block(f, "nin", aux=True)
 
     def creation_order(self):
@@ -72,23 +78,16 @@ class AttentionBlock(keras.layers.Layer):
         layers += self.query_block.creation_order() + [self.query_nin]
         return layers + self.out_block.creation_order()
 
-    def call(self, ul, x, background, training=False, init=False, rows=None):
-        """`rows`: one image row at a time for the cached sampler (`fast_sampler.py`): the
-        shifted convs read the rows above from it, attention its keys and values so far."""
-        kw = dict(training=training, init=init)
+    def call(self, ul, x, background, training=False, ctx=FULL):
+        kw = dict(training=training, ctx=ctx)
         for resnet in self.resnets:
-            ul = resnet(ul, rows=rows, **kw)
+            ul = resnet(ul, **kw)
         raw_content = ops.concatenate([x, ul, background], axis=-1)
-        raw = self.key_mixin_nin(self.content_block(raw_content, **kw), init=init)
+        raw = self.key_mixin_nin(self.content_block(raw_content, **kw), ctx=ctx)
         key, mixin = raw[..., :self.key_size], raw[..., self.key_size:]
         raw_q = ops.concatenate([ul, background], axis=-1)
-        query = self.query_nin(self.query_block(raw_q, **kw), init=init)
-        if rows is None:
-            mixed = causal_attention(key, mixin, query)
-        else:
-            mixed = causal_attention_row(rows.history(self.name + "/key", key),
-                                         rows.history(self.name + "/mixin", mixin), query,
-                                         rows.row)
+        query = self.query_nin(self.query_block(raw_q, **kw), ctx=ctx)
+        mixed = causal_attention(key, mixin, query, ctx, owner=self)
         return self.out_block(ul, a=mixed, **kw)
 
     def get_config(self):
@@ -115,29 +114,30 @@ class PixelSNAIL(AutoregressiveModel):
     (`output="logistic_mixture"`, C in {1, 3}) or P = C (`output="bernoulli"`, binary images).
 
     Sublayers are created in the original's order, so `creation_order()` lists the layers that
-    the original names conv2d_0, ..., dense_0, ... (see `pixel_cnn_pp.tf1_names`).
+    the original names conv2d_0, ..., dense_0, ... (see `pixel_cnn_pp.model.tf1_names`).
     Not ported: class conditioning (the original's train.py raises NotImplementedError) and
     `att_downsample > 1` (the unpublished `h12_pool2_smallkey`).
     """
 
     def __init__(self, image_shape=(32, 32, 3), nr_resnet=4, nr_filters=256, nr_logistic_mix=10,
                  resnet_nonlinearity="elu", dropout_p=0.5, attn_rep=12, key_size=16,
-                 query_size=16, mixin_size=None, output="logistic_mixture", num_classes=None,
+                 query_size=None, mixin_size=None, output="logistic_mixture", num_classes=None,
                  **kwargs):
         if num_classes is not None:
-            raise ValueError("PixelSNAIL is unconditional: the original train.py raises "
+            raise ConfigError("PixelSNAIL is unconditional: the original train.py raises "
                              "NotImplementedError for class-conditional runs; pass "
                              "num_classes=None")
         super().__init__(image_shape, num_classes=None, **kwargs)
         for name, value in (("nr_resnet", nr_resnet), ("nr_filters", nr_filters),
                             ("attn_rep", attn_rep), ("key_size", key_size)):
             if int(value) <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+                raise ConfigError(f"{name} must be positive, got {value}")
+        query_size = key_size if query_size is None else query_size
         if int(key_size) != int(query_size):
-            raise ValueError(f"key_size and query_size must be equal (one q_size in the "
+            raise ConfigError(f"key_size and query_size must be equal (one q_size in the "
                              f"original), got {key_size} and {query_size}")
         if output not in OUTPUTS:
-            raise ValueError(f"output={output!r} is not one of {OUTPUTS}")
+            raise ConfigError(f"output={output!r} is not one of {OUTPUTS}")
         channels = self.image_shape[-1]
         self.nr_resnet = int(nr_resnet)
         self.nr_filters = int(nr_filters)
@@ -148,21 +148,21 @@ class PixelSNAIL(AutoregressiveModel):
         self.key_size = self.query_size = int(key_size)
         self.mixin_size = self.nr_filters // 2 if mixin_size is None else int(mixin_size)
         if self.mixin_size <= 0:
-            raise ValueError(f"mixin_size must be positive, got {mixin_size}")
+            raise ConfigError(f"mixin_size must be positive, got {mixin_size}")
         self.output_type = output  # `output` is a keras.Model property
         if output == "bernoulli":
             self.distribution = Bernoulli(channels)
         else:
             self.distribution = DiscretizedMixLogistic(self.nr_logistic_mix, channels)
 
-        f = self.nr_filters
-        self.ul_in_down = DownShiftedConv2D(f, (1, 3), ddi_epsilon=CONV_DDI_EPSILON)
-        self.ul_in_right = DownRightShiftedConv2D(f, (2, 1), ddi_epsilon=CONV_DDI_EPSILON)
+        f, dtype = self.nr_filters, {"dtype": self.dtype_policy}
+        self.ul_in_down = DownShiftedConv2D(f, (1, 3), ddi_epsilon=CONV_DDI_EPSILON, **dtype)
+        self.ul_in_right = DownRightShiftedConv2D(f, (2, 1), ddi_epsilon=CONV_DDI_EPSILON, **dtype)
         self.blocks = [AttentionBlock(f, self.nr_resnet, self.key_size, self.mixin_size,
                                       image_channels=channels, nonlinearity=resnet_nonlinearity,
-                                      dropout_p=self.dropout_p)
+                                      dropout_p=self.dropout_p, **dtype)
                        for _ in range(self.attn_rep)]
-        self.out_nin = Nin(self.distribution.num_params)
+        self.out_nin = Nin(self.distribution.num_params, **dtype)
 
     def creation_order(self):
         """Weight-normalised layers in the order the original creates them."""
@@ -173,28 +173,20 @@ class PixelSNAIL(AutoregressiveModel):
 
     @staticmethod
     def row_phase(i):
-        """`call_row` is the same program on every row (the row index is a tensor)."""
+        """A cached row step is the same program on every row (the row index is a tensor)."""
         return 0
 
-    def call(self, x, class_label=None, training=False, init=False, rows=None):
+    def call(self, x, class_label=None, training=False, ctx=FULL):
+        """The network, written once for every pass (`ctx`: full map, DDI or a cached row)."""
         if class_label is not None:
             raise ValueError("class_label given, but PixelSNAIL is unconditional")
-        if rows is None:
-            background = positional_background(x)
-        else:  # x is image row `rows.row`
-            background = positional_background(x, rows.row, self.image_shape[0])
+        background = positional_background(x, ctx, self.image_shape[0])
         x_pad = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)  # image vs padding
-        ul = (down_shift(self.ul_in_down(x_pad, init=init, rows=rows), rows=rows,
-                         name="down_shift/ul")
-              + right_shift(self.ul_in_right(x_pad, init=init, rows=rows)))
+        ul = (down_shift(self.ul_in_down(x_pad, ctx=ctx), ctx, owner=self.ul_in_down)
+              + right_shift(self.ul_in_right(x_pad, ctx=ctx)))
         for block in self.blocks:
-            ul = block(ul, x, background, training=training, init=init, rows=rows)
-        return self.out_nin(ops.elu(ul), init=init)
-
-    def call_row(self, x_row, rows, held, class_label=None):
-        """The network on image row `rows.row` only, (B, 1, W, C) -> (B, 1, W, P), for the
-        cached sampler; nothing is held between rows beyond `rows`."""
-        return self(x_row, class_label=class_label, rows=rows), held
+            ul = block(ul, x, background, training=training, ctx=ctx)
+        return self.out_nin(ops.elu(ul), ctx=ctx)
 
     def get_config(self):
         config = super().get_config()

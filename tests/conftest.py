@@ -40,7 +40,7 @@ def dmol_fixture():
 
 def small_pixelcnn(**overrides):
     """A tiny PixelCNN++ for fast tests (the fixture's configuration by default)."""
-    from pixel_cnn_pp.model import PixelCNNpp
+    from pixel_cnn_pp.model.pixelcnn import PixelCNNpp
     config = dict(image_shape=(8, 8, 3), nr_resnet=1, nr_filters=16, nr_logistic_mix=3,
                   dropout_p=0.0)
     config.update(overrides)

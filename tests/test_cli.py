@@ -15,7 +15,7 @@ from test_training import TINY_FLAGS, run_train
 @pytest.mark.parametrize("args,message", [
     (["--dataset=cifar100"], "--dataset='cifar100' is not one of"),
     (["--batch_size=-4"], "--batch_size=-4 must be >= 1"),
-    (["--dropout_p=1.5"], "--dropout_p=1.5 must be in [0, 1)"),
+    (["--dropout_p=1.5"], "dropout_p must be in [0, 1), got 1.5"),
     (["--dataset=folder", "--data_dir=/nonexistent/images"], "is not a directory"),
     (["--cpu_replicas=2", "--global_batch_size=15"], "--global_batch_size=15 cannot be split"),
     (["--preset=cifar11"], "--preset='cifar11' is not one of"),
@@ -34,7 +34,7 @@ def test_save_dir_of_another_model_is_refused_and_kept(tmp_path):
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     result = run_train(TINY_FLAGS + ["--max_epochs=2", "--nr_filters=16", save])
     assert result.returncode != 0
-    assert "holds a run with a different model_config" in result.stderr.strip().splitlines()[-1]
+    assert "holds a run with a different model_options" in result.stderr.strip().splitlines()[-1]
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 

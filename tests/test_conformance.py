@@ -5,7 +5,7 @@ This is the proof that the port is faithful; tolerances are the fixture's (1e-4 
 
 import pytest
 
-from pixel_cnn_pp.tf1_names import tf1_variable_names
+from pixel_cnn_pp.model.tf1_names import tf1_variable_names
 from conftest import small_pixelcnn
 from fixture_checks import (assert_ddi_matches, assert_output_and_loss,
                             assert_per_image_loss_and_gradients)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pixel_cnn_pp import data
+from pixel_cnn_pp.runtime import data
 
 
 def write_png(path, image):

@@ -11,7 +11,8 @@ import tensorflow as tf
 from keras import ops
 from tensorflow.core.protobuf import saved_model_pb2
 
-from pixel_cnn_pp.export import ExportError, describe, export_model, next_version
+from pixel_cnn_pp.errors import ExportError
+from pixel_cnn_pp.runtime.export import describe, export_model, next_version
 from conftest import REPO, random_images, small_pixelcnn
 from test_training import TINY_FLAGS, run_train
 

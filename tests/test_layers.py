@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 from keras import ops
 
-from pixel_cnn_pp.gated_resnet import GatedResnet
-from pixel_cnn_pp.ops import concat_elu, down_shift, right_shift
-from pixel_cnn_pp.shifted import (DownRightShiftedConv2D, DownRightShiftedConv2DTranspose,
-                                  DownShiftedConv2D, DownShiftedConv2DTranspose)
-from pixel_cnn_pp.weight_norm import Nin, WNConv2D, WNConv2DTranspose, WNDense
+from pixel_cnn_pp.model.gated_resnet import GatedResnet
+from pixel_cnn_pp.model.ops import concat_elu, down_shift, right_shift
+from pixel_cnn_pp.model.passes import INIT
+from pixel_cnn_pp.model.shifted import (DownRightShiftedConv2D, DownRightShiftedConv2DTranspose,
+                                        DownShiftedConv2D, DownShiftedConv2DTranspose)
+from pixel_cnn_pp.model.weight_norm import Nin, WNConv2D, WNConv2DTranspose, WNDense
 from conftest import small_pixelcnn, random_images
 
 
@@ -51,7 +52,7 @@ def test_ddi_normalises_a_single_layer(make, shape, init_scale):
     layer(x)  # build with random V, g = 1, b = 0
     before = ops.convert_to_numpy(layer._forward(layer_input(layer, x)))
     assert np.abs(before.std(axis=tuple(range(before.ndim - 1))) - init_scale).max() > 0.05
-    layer(x, init=True)
+    layer(x, ctx=INIT)
     y = ops.convert_to_numpy(layer._forward(layer_input(layer, x)))
     axes = tuple(range(y.ndim - 1))
     np.testing.assert_allclose(y.mean(axis=axes), 0.0, atol=1e-4 * init_scale)

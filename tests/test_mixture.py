@@ -7,7 +7,7 @@ import tensorflow as tf
 from keras import ops
 from scipy import stats
 
-from pixel_cnn_pp.mixture import (DiscretizedMixLogistic, coupled_means,
+from pixel_cnn_pp.model.mixture import (DiscretizedMixLogistic, coupled_means,
                                   discretized_mix_logistic_log_prob,
                                   discretized_mix_logistic_loss,
                                   sample_from_discretized_mix_logistic)

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from pixel_cnn_pp.autoregressive import images_to_float
-from pixel_cnn_pp.model import PixelCNNpp
+from pixel_cnn_pp.model.autoregressive import images_to_float
+from pixel_cnn_pp.model.pixelcnn import PixelCNNpp
 from conftest import random_images, small_pixelcnn
 from fixture_checks import run_with_jax_backend
 
@@ -80,6 +80,20 @@ def test_keras_save_and_load_give_identical_outputs(tmp_path):
                                   ops.convert_to_numpy(loaded(x, class_label=[1, 2])))
 
 
+def test_precision_is_a_model_argument_that_survives_a_keras_file(tmp_path):
+    """bfloat16 compute reaches every sublayer and comes back from a .keras file, while Keras's
+    global policy is never touched; the loss stays float32."""
+    model = small_pixelcnn(nr_filters=8, dtype="mixed_bfloat16")
+    assert keras.mixed_precision.global_policy().name == "float32"
+    layers = list(model._flatten_layers(include_self=False))
+    assert {layer.dtype_policy.name for layer in layers} == {"mixed_bfloat16"}
+    assert {v.dtype for v in model.weights if v.trainable} == {"float32"}
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert {layer.dtype_policy.name for layer in loaded._flatten_layers()} == {"mixed_bfloat16"}
+    assert loaded.nll(images_to_float(random_images((2, 8, 8, 3)))).dtype == "float32"
+
+
 def test_every_layer_round_trips_its_config():
     model = small_pixelcnn(nr_filters=8, num_classes=3)
     for layer in model._flatten_layers(include_self=False):
@@ -143,8 +157,8 @@ sys.path.insert(0, 'tests')
 assert keras.backend.backend() == 'jax'
 from keras import ops
 from conftest import load_fixture
-from pixel_cnn_pp.model import PixelCNNpp
-from pixel_cnn_pp.tf1_names import tf1_variable_names
+from pixel_cnn_pp.model.pixelcnn import PixelCNNpp
+from pixel_cnn_pp.model.tf1_names import tf1_variable_names
 fx = load_fixture('pixelcnn_small')
 model = PixelCNNpp((8, 8, 3), nr_resnet=1, nr_filters=16, nr_logistic_mix=3, dropout_p=0.0)
 model.build_all()
@@ -159,9 +173,9 @@ np.testing.assert_allclose(out, fx['out_train'], rtol=1e-4, atol=1e-4 * np.abs(o
 loss = float(ops.sum(model.nll(fx['x'])))
 np.testing.assert_allclose(loss, fx['loss_train_nats'], rtol=1e-4)
 # The samplers' jax.jit path (variables through a StatelessScope): cached == naive.
-from pixel_cnn_pp import fast_sampler
-fast = ops.convert_to_numpy(fast_sampler.sample_continuous(model, 2, 3))
-naive = ops.convert_to_numpy(model.sample_naive_continuous(2, 3))
+from pixel_cnn_pp.model import sampling
+fast = ops.convert_to_numpy(sampling.cached_continuous(model, 2, 3))
+naive = ops.convert_to_numpy(sampling.naive_continuous(model, 2, 3))
 np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-4)
 assert np.abs(fast).max() > 0.5
 print('JAX_OK', loss)

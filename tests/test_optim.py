@@ -4,8 +4,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from pixel_cnn_pp.optim import OriginalAdam, PolyakAverage
-from pixel_cnn_pp.tf1_names import tf1_variable_names
+from pixel_cnn_pp.model.optim import OriginalAdam, PolyakAverage
+from pixel_cnn_pp.model.tf1_names import tf1_variable_names
 from conftest import small_pixelcnn
 
 

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from pixel_cnn_pp.autoregressive import images_to_float
-from pixel_cnn_pp.optim import OriginalAdam
-from pixel_cnn_pp.tf1_names import tf1_variable_names
+from pixel_cnn_pp.model.autoregressive import images_to_float
+from pixel_cnn_pp.model.optim import OriginalAdam
+from pixel_cnn_pp.model.tf1_names import tf1_variable_names
 from pixel_snail.attention import (causal_attention, causal_attention_weights, causal_mask,
                                    positional_background)
 from pixel_snail.bernoulli import Bernoulli
@@ -184,7 +184,7 @@ def test_output_depends_only_on_earlier_pixels(output, channels):
 
 def original_h12_noup_smallkey_variables(f=256, nr_resnet=4, nr_mix=10, attn_rep=12, q=16,
                                          channels=3):
-    """[(name, shape)] of `_base_noup_smallkey_spec` enumerated from pixel_snail.md section 6,
+    """[(name, shape)] of `_base_noup_smallkey_spec` enumerated from the original spec,
     independently of the model code: per layer V, g, b in creation order."""
     layers = [("conv2d", (1, 3, channels + 1, f)), ("conv2d", (2, 1, channels + 1, f))]
     wc, wq = f + 3 * channels, f + 2 * channels  # raw_content, raw_q widths (265, 262)
@@ -205,9 +205,9 @@ def original_h12_noup_smallkey_variables(f=256, nr_resnet=4, nr_mix=10, attn_rep
 
 def test_published_cifar10_model_matches_the_original_variables():
     expected, counters = original_h12_noup_smallkey_variables()
-    assert counters == {"conv2d": 98, "dense": 109}  # pixel_snail.md section 4
+    assert counters == {"conv2d": 98, "dense": 109}  # the original h12_noup_smallkey
     num_params = sum(int(np.prod(shape)) for _, shape in expected)
-    assert round(num_params / 1e6, 2) == 46.18  # "≈ 46.18 M" in pixel_snail.md
+    assert round(num_params / 1e6, 2) == 46.18  # the published 46.18 M
 
     model = PixelSNAIL(**SPECS["h12_noup_smallkey_cifar10"])
     model.build_all()
@@ -315,7 +315,7 @@ assert keras.backend.backend() == 'jax'
 from keras import ops
 from conftest import load_fixture
 from pixel_snail.model import PixelSNAIL
-from pixel_cnn_pp.tf1_names import tf1_variable_names
+from pixel_cnn_pp.model.tf1_names import tf1_variable_names
 fx = load_fixture('pixelsnail_small_q8')
 model = PixelSNAIL((8, 8, 3), nr_resnet=1, nr_filters=16, nr_logistic_mix=3, dropout_p=0.0,
                    attn_rep=1, key_size=8, query_size=8)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from keras import ops
 
-from pixel_cnn_pp import data
-from pixel_cnn_pp.export import load_trained_model
-from pixel_cnn_pp.training import TrainConfig, Trainer
+from pixel_cnn_pp.runtime import data
+from pixel_cnn_pp.runtime.config import TrainConfig
+from pixel_cnn_pp.runtime.runs import load_run
 from conftest import random_images
 from test_export import FRESH_PROCESS
-from test_training import TINY, mirrored, run_train
+from test_training import TINY, mirrored, run_train, seeded_trainer
 
 SNAIL_FLAGS = ["--model=pixel_snail", "--dataset=digits", "--nr_resnet=1", "--nr_filters=8",
                "--nr_logistic_mix=2", "--attn_rep=1", "--batch_size=8", "--init_batch_size=16",
@@ -22,14 +22,14 @@ SNAIL_FLAGS = ["--model=pixel_snail", "--dataset=digits", "--nr_resnet=1", "--nr
 
 @pytest.mark.parametrize("output", ["logistic_mixture", "bernoulli"])
 def test_two_replicas_lower_the_loss(tmp_path, output):
+    options = dict(TINY["model_options"], attn_rep=1, key_size=4, mixin_size=4, output=output)
     config = TrainConfig(**{**TINY, "model": "pixel_snail", "adam_epsilon": 1e-6,
-                            "extra": {"attn_rep": 1, "key_size": 4, "query_size": 4,
-                                      "mixin_size": 4, "output": output}})
+                            "model_options": options})
     dataset = data.load("digits", binarize=output == "bernoulli")
-    trainer = Trainer(config, dataset, mirrored(2), str(tmp_path))
+    trainer = seeded_trainer(config, dataset, mirrored(2), str(tmp_path))
     trainer.restore_or_initialize()
-    batch = next(iter(trainer._distributed(dataset.train, 0)))
-    losses = [float(trainer._train_step(batch)) for _ in range(8)]
+    batch = next(iter(trainer.distribute(dataset.train, 0)))
+    losses = [float(trainer.train_step(batch)) for _ in range(8)]
     assert trainer.replicas == 2 and losses[-1] < losses[0] * 0.9, losses
 
 
@@ -39,8 +39,9 @@ def test_train_eval_export_and_reload_in_a_fresh_process(tmp_path):
     assert "pixel_snail on digits" in result.stdout
     result = run_train([f"--save_dir={tmp_path}", "--mode=eval"])
     assert result.returncode == 0, result.stderr[-2000:]
-    model, run, step = load_trained_model(str(tmp_path))
-    assert run["model"] == "pixel_snail" and step == 3 and model.attn_rep == 1
+    run = load_run(str(tmp_path))
+    model = run.model
+    assert run.metadata["model"] == "pixel_snail" and run.step == 3 and model.attn_rep == 1
     images = random_images((3, 8, 8, 1), seed=4)
     np.save(tmp_path / "images.npy", images)
     fresh = subprocess.run(

@@ -12,9 +12,10 @@ from keras import ops
 
 from conftest import FIXTURES, REPO, load_fixture
 from fixture_checks import RTOL
-from pixel_cnn_pp import data, tf1_checkpoint
-from pixel_cnn_pp.model import PixelCNNpp
-from pixel_cnn_pp.tf1_names import tf1_variable_names
+from pixel_cnn_pp.errors import CheckpointError
+from pixel_cnn_pp.runtime import data, tf1_checkpoint
+from pixel_cnn_pp.model.pixelcnn import PixelCNNpp
+from pixel_cnn_pp.model.tf1_names import tf1_variable_names
 from test_training import run_train
 
 FIXTURE_CHECKPOINTS = ["pixelcnn_small", "pixelsnail_small_q8"]
@@ -39,11 +40,14 @@ def test_hyperparameters_are_read_off_the_checkpoint(name):
     inferred = tf1_checkpoint.infer_hyperparameters(
         tf1_checkpoint.read(str(FIXTURES / f"{name}_ckpt")))
     opt = fx["meta"]["model_opt"]
-    assert {k: inferred[k] for k in opt} == opt
+    assert {k: inferred["options"][k] for k in opt} == opt
     assert inferred["num_classes"] is None and inferred["image_channels"] == 3
     if name == "pixelsnail_small_q8":
-        assert inferred["extra"] == dict(attn_rep=1, key_size=8, query_size=8, mixin_size=8,
-                                         output="logistic_mixture")
+        assert inferred["model"] == "pixel_snail"
+        assert {k: v for k, v in inferred["options"].items() if k not in opt} == dict(
+            attn_rep=1, key_size=8, mixin_size=8, output="logistic_mixture")
+    else:
+        assert inferred["model"] == "pixel_cnn_pp" and set(inferred["options"]) == set(opt)
 
 
 @pytest.mark.parametrize("weights,key", [("ema", "eval"), ("raw", "train")])
@@ -79,7 +83,7 @@ def test_missing_extra_and_misshaped_variables_are_reported(tmp_path):
                    reshape=["model/conv2d_5/V/ExponentialMovingAverage"])
     for weights, missing in (("ema", "model/dense_3/g/ExponentialMovingAverage"),
                              ("raw", "model/conv2d_7/b")):
-        with pytest.raises(tf1_checkpoint.ConversionError) as error:
+        with pytest.raises(CheckpointError) as error:
             tf1_checkpoint.load_model(path, image_size=(8, 8), weights=weights)
         message = str(error.value)
         assert "\n" not in message
@@ -91,15 +95,15 @@ def test_missing_extra_and_misshaped_variables_are_reported(tmp_path):
 
 
 def test_unreadable_or_foreign_checkpoints_are_reported(tmp_path):
-    with pytest.raises(tf1_checkpoint.ConversionError, match="no TF1 checkpoint at"):
+    with pytest.raises(CheckpointError, match="no TF1 checkpoint at"):
         tf1_checkpoint.read(str(tmp_path / "nothing.ckpt"))
     foreign = write_tf1_checkpoint(tmp_path / "foreign.ckpt", {"dense/kernel": np.zeros(3)})
-    with pytest.raises(tf1_checkpoint.ConversionError, match="is not an openai/pixel-cnn"):
+    with pytest.raises(CheckpointError, match="is not an openai/pixel-cnn"):
         tf1_checkpoint.read(foreign)
     raw_only = {n: a for n, a in fixture_arrays("pixelsnail_small_q8").items()
                 if not n.endswith("ExponentialMovingAverage")}
     path = write_tf1_checkpoint(tmp_path / "raw.ckpt", raw_only)
-    with pytest.raises(tf1_checkpoint.ConversionError, match="use --tf1_weights=raw"):
+    with pytest.raises(CheckpointError, match="use --tf1_weights=raw"):
         tf1_checkpoint.load_model(path, image_size=(8, 8))
     assert tf1_checkpoint.load_model(path, image_size=(8, 8), weights="raw").count_params() == 9349
 
@@ -128,8 +132,8 @@ def conditional_checkpoint(tmp_path_factory):
 def test_class_conditional_checkpoint_converts_with_ema_preferred(conditional_checkpoint):
     path, arrays = conditional_checkpoint
     inferred = tf1_checkpoint.infer_hyperparameters(tf1_checkpoint.read(path))
-    assert (inferred["num_classes"], inferred["image_channels"], inferred["nr_filters"],
-            inferred["nr_logistic_mix"]) == (10, 1, 8, 2)
+    assert (inferred["num_classes"], inferred["image_channels"], inferred["options"]["nr_filters"],
+            inferred["options"]["nr_logistic_mix"]) == (10, 1, 8, 2)
     for weights, suffix in (("ema", "/ExponentialMovingAverage"), ("raw", "")):
         model = tf1_checkpoint.load_model(path, image_size=(8, 8), weights=weights)
         for name, variable in tf1_variable_names(model).items():

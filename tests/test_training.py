@@ -7,15 +7,19 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from pixel_cnn_pp import data
-from pixel_cnn_pp.training import TrainConfig, Trainer, TrainingError
+from pixel_cnn_pp.runtime import data
+from pixel_cnn_pp.errors import ConfigError, TrainingError
+from pixel_cnn_pp.runtime.config import TrainConfig
+from pixel_cnn_pp.runtime.trainer import Trainer
 from conftest import REPO
 
-TINY = dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout_p=0.0, batch_size=8,
+TINY = dict(model_options=dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout_p=0.0),
+            batch_size=8,
             init_batch_size=16, learning_rate=3e-3, lr_decay=1.0, max_epochs=1,
             save_interval=1, steps_per_epoch=4, num_samples=4, seed=3)
 TINY_FLAGS = ["--dataset=digits", "--nr_resnet=1", "--nr_filters=8", "--nr_logistic_mix=2",
@@ -30,6 +34,12 @@ def mirrored(n):
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
 
 
+def seeded_trainer(config, dataset, strategy, save_dir, **kwargs):
+    """A Trainer whose weights and dropout follow `config.seed`, as train.py seeds them."""
+    keras.utils.set_random_seed(config.seed)
+    return Trainer(config, dataset, strategy, save_dir, **kwargs)
+
+
 def run_train(args, timeout=300, **popen):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], env=env, cwd=REPO,
@@ -38,10 +48,10 @@ def run_train(args, timeout=300, **popen):
 
 def test_mirrored_two_replicas_lowers_the_loss(tmp_path):
     strategy = mirrored(2)
-    trainer = Trainer(TrainConfig(**TINY), data.load("digits"), strategy, str(tmp_path))
+    trainer = seeded_trainer(TrainConfig(**TINY), data.load("digits"), strategy, str(tmp_path))
     trainer.restore_or_initialize()
-    batch = next(iter(trainer._distributed(trainer.data.train, 0)))
-    losses = [float(trainer._train_step(batch)) for _ in range(8)]
+    batch = next(iter(trainer.distribute(trainer.data.train, 0)))
+    losses = [float(trainer.train_step(batch)) for _ in range(8)]
     assert trainer.replicas == 2 and trainer.global_batch == 16
     assert losses[-1] < losses[0] * 0.9, losses
     for variable in trainer.model.trainable_variables[:5] + trainer.ema.shadows[:5]:
@@ -53,7 +63,7 @@ def test_one_step_is_the_same_for_one_and_two_replicas(tmp_path):
     # The paper's learning rate. Adam's first step is lr * g / sqrt(g^2 + eps), so float noise
     # of a near-zero (cancelling) gradient sum shows up scaled by lr: measured 1.2e-5 at 3e-3.
     config = TrainConfig(**{**TINY, "learning_rate": 1e-3})
-    trainers = [Trainer(config, data.load("digits"), mirrored(n), str(tmp_path / str(n)))
+    trainers = [seeded_trainer(config, data.load("digits"), mirrored(n), str(tmp_path / str(n)))
                 for n in (1, 2)]
     trainers[0].restore_or_initialize()
     for source, target in zip(trainers[0].model.weights, trainers[1].model.weights):
@@ -64,7 +74,7 @@ def test_one_step_is_the_same_for_one_and_two_replicas(tmp_path):
         batch = trainer.strategy.experimental_distribute_values_from_function(
             lambda ctx: (tf.split(images, ctx.num_replicas_in_sync)[ctx.replica_id_in_sync_group],
                          tf.split(labels, ctx.num_replicas_in_sync)[ctx.replica_id_in_sync_group]))
-        trainer._train_step(batch)
+        trainer.train_step(batch)
     for a, b in zip(trainers[0].model.trainable_variables, trainers[1].model.trainable_variables):
         # Summation order differs (one sum vs two halves); the spec allows 1e-5.
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-5, err_msg=a.path)
@@ -74,12 +84,12 @@ def test_one_step_is_the_same_for_one_and_two_replicas(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
-    trainer = Trainer(TrainConfig(**{**TINY, "max_epochs": 2}), data.load("digits"), mirrored(1),
-                      str(tmp_path))
+    trainer = seeded_trainer(TrainConfig(**{**TINY, "max_epochs": 2}), data.load("digits"),
+                             mirrored(1), str(tmp_path))
     trainer.train()  # writes the checkpoint of epoch 1
     saved = trainer.manager.latest_checkpoint
     trainer.config.max_epochs = 3
-    trainer._train_step = lambda batch: tf.constant(math.nan)
+    trainer.train_step = lambda batch: tf.constant(math.nan)
     with pytest.raises(TrainingError, match=r"loss is nan .*Last good checkpoint: .*ckpt-8"):
         trainer.train()
     assert trainer.manager.latest_checkpoint == saved
@@ -135,22 +145,26 @@ def test_eval_and_sample_modes(tmp_path):
     assert list((tmp_path / "tensorboard" / "train").iterdir())
 
 
-def _losses(tmp_path, steps, **variant):
-    trainer = Trainer(TrainConfig(**{**TINY, **variant}), data.load("digits"), mirrored(1),
-                      str(tmp_path), log=lambda *_: None)
+def _losses(tmp_path, steps, dtype="float32", **variant):
+    options = dict(TINY["model_options"], dtype=dtype)
+    trainer = seeded_trainer(TrainConfig(**{**TINY, "model_options": options, **variant}),
+                             data.load("digits"), mirrored(1), str(tmp_path), log=lambda *_: None)
     trainer.restore_or_initialize()
-    batch = next(iter(trainer._distributed(trainer.data.train, 0)))
-    return trainer, [float(trainer._train_step(batch)) for _ in range(steps)]
+    batch = next(iter(trainer.distribute(trainer.data.train, 0)))
+    return trainer, [float(trainer.train_step(batch)) for _ in range(steps)]
 
 
 def test_mixed_bfloat16_trains_with_a_float32_loss(tmp_path):
-    trainer, losses = _losses(tmp_path, 8, mixed_precision="mixed_bfloat16")
+    trainer, losses = _losses(tmp_path, 8, dtype="mixed_bfloat16")
     assert trainer.model.compute_dtype == "bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # nothing global changed
+    conv = trainer.model.down_blocks[0][0][1].conv2  # a sublayer deep inside
+    assert conv.compute_dtype == "bfloat16" and conv.V.dtype == "float32"
     assert all(v.dtype == "float32" for v in trainer.model.trainable_variables)
     assert all(math.isfinite(loss) for loss in losses)
     assert losses[-1] < losses[0] * 0.95, losses
     images = data.load("digits").test.batch(4).take(1).get_single_element()[0]
-    from pixel_cnn_pp.autoregressive import images_to_float
+    from pixel_cnn_pp.model.autoregressive import images_to_float
     assert trainer.model.nll(images_to_float(images)).dtype == "float32"
     assert 0 < trainer.evaluate("test") < 8
 
@@ -162,6 +176,7 @@ def test_jit_compile_step_matches_the_plain_step(tmp_path):
 
 
 def test_unknown_precision_is_refused(tmp_path):
-    with pytest.raises(TrainingError, match="--mixed_precision='mixed_float16' is not one of"):
-        Trainer(TrainConfig(**TINY, mixed_precision="mixed_float16"), data.load("digits"),
-                mirrored(1), str(tmp_path))
+    options = dict(TINY["model_options"], dtype="mixed_float16")
+    with pytest.raises(ConfigError, match="dtype='mixed_float16' is not one of"):
+        seeded_trainer(TrainConfig(**{**TINY, "model_options": options}), data.load("digits"),
+                       mirrored(1), str(tmp_path))

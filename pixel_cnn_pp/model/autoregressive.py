@@ -1,12 +1,19 @@
 """The user-facing API shared by PixelCNN++ and PixelSNAIL: data-dependent init, log-likelihood,
-bits/dim and naive sampling. Subclasses define `call` and the output `distribution`."""
+bits/dim and sampling. Subclasses define `call` and the output `distribution`."""
 import math
 
 import keras
 import numpy as np
 from keras import ops
 
-from pixel_cnn_pp.mixture import UNIFORM_MIN
+from pixel_cnn_pp.errors import ConfigError
+from pixel_cnn_pp.model import sampling
+from pixel_cnn_pp.model.passes import INIT
+
+
+# Keras dtype policies a model may take: bfloat16 compute with float32 variables needs no loss
+# scaling; the loss and bits/dim are float32 in both (`nll`).
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def images_to_float(images):
@@ -23,18 +30,25 @@ class AutoregressiveModel(keras.Model):
     """Base class: a network over images of `image_shape` = (H, W, C) whose output at each pixel
     parameterises `self.distribution` given the pixels before it in raster order.
 
-    `call(x, class_label=None, training=False, init=False)` takes x in [-1, 1], (B, H, W, C), and
-    optional integer labels (B,), and returns the distribution's parameters (B, H, W, P).
+    `call(x, class_label=None, training=False, ctx=FULL)` takes x in [-1, 1], (B, H, W, C), and
+    optional integer labels (B,), and returns the distribution's parameters (B, H, W, P); `ctx`
+    is the pass context (`passes.py`). `dtype` (a Keras argument) is the precision, one of
+    PRECISIONS; every sublayer takes it from the model, so it survives get_config, `.keras`
+    files and run.json without touching Keras's global policy. A model with a cached sampler also defines
+    `row_phase(i)`, the Python value a row step of image row i is compiled for.
     """
 
     def __init__(self, image_shape, num_classes=None, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = tuple(int(d) for d in image_shape)
         if len(self.image_shape) != 3 or min(self.image_shape) <= 0:
-            raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}")
+            raise ConfigError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}")
         if num_classes is not None and int(num_classes) <= 1:
-            raise ValueError(f"num_classes must be at least 2 (or None), got {num_classes}")
+            raise ConfigError(f"num_classes must be at least 2 (or None), got {num_classes}")
         self.num_classes = None if num_classes is None else int(num_classes)
+        if self.dtype_policy.name not in PRECISIONS:
+            raise ConfigError(f"dtype={self.dtype_policy.name!r} is not one of "
+                              f"{', '.join(PRECISIONS)} (float16 would need loss scaling)")
 
     @property
     def num_dims(self):
@@ -94,7 +108,7 @@ class AutoregressiveModel(keras.Model):
         """
         self._check_images(images)
         labels = self._check_labels(class_label, images.shape[0])
-        return self(images_to_float(images), class_label=labels, training=True, init=True)
+        return self(images_to_float(images), class_label=labels, training=True, ctx=INIT)
 
     # -- likelihood -------------------------------------------------------------------------
 
@@ -121,42 +135,24 @@ class AutoregressiveModel(keras.Model):
 
         method="naive": the original's `sample_from_model`, one full forward pass per pixel in
         raster order, continuous samples fed back (not rounded until the end). method="fast":
-        the cached row-by-row sampler (`fast_sampler.py`, models with `call_row`), the same
-        draws and images for the same seed at about 1/H of the cost (up to float rounding: a
-        value within ~1e-6 of a level boundary may round to the neighbouring level).
+        the cached row-by-row sampler (`sampling.py`, models with `row_phase`), the same draws
+        and images for the same seed at about 1/H of the cost (up to float rounding: a value
+        within ~1e-6 of a level boundary may round to the neighbouring level).
         "auto": fast where available.
         """
         if int(num_samples) <= 0:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
         if method not in ("auto", "fast", "naive"):
             raise ValueError(f"method={method!r} is not one of 'auto', 'fast', 'naive'")
-        fast = hasattr(self, "call_row")
+        fast = hasattr(self, "row_phase")
         if method == "fast" and not fast:
             raise ValueError(f"{type(self).__name__} has no cached sampler; use method='naive'")
+        labels = self._check_labels(class_label, int(num_samples))
         if method != "naive" and fast:
-            from pixel_cnn_pp import fast_sampler
-            x = fast_sampler.sample_continuous(self, num_samples, seed, class_label)
+            x = sampling.cached_continuous(self, num_samples, seed, labels)
         else:
-            x = self.sample_naive_continuous(num_samples, seed, class_label)
+            x = sampling.naive_continuous(self, num_samples, seed, labels)
         return ops.convert_to_numpy(float_to_images(x))
-
-    def sample_naive_continuous(self, num_samples, seed=0, class_label=None):
-        """The naive sampler's continuous samples in [-1, 1], (N, H, W, C), before rounding."""
-        from pixel_cnn_pp.fast_sampler import compiled_for  # the sampler's compile helper
-        n = int(num_samples)
-        labels = self._check_labels(class_label, n)
-        seed_gen = keras.random.SeedGenerator(seed)
-        height, width, channels = self.image_shape
-        forward = compiled_for(self, "forward", lambda x, labels: self(x, class_label=labels))
-        x = ops.zeros((n, height, width, channels))
-        for i in range(height):
-            for j in range(width):
-                params = forward(x, labels)[:, i, j]
-                uniforms = [keras.random.uniform(s, UNIFORM_MIN, 1.0 - UNIFORM_MIN, seed=seed_gen)
-                            for s in self.distribution.uniform_shapes((n,))]
-                pixel = self.distribution.sample(params, uniforms)
-                x = ops.slice_update(x, (0, i, j, 0), ops.reshape(pixel, (n, 1, 1, channels)))
-        return x
 
     def get_config(self):
         config = super().get_config()

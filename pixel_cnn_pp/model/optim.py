@@ -1,9 +1,11 @@
 """The original optimiser and Polyak averaging: Keras twins of `nn.adam_updates`, the per-step
-learning-rate decay of `train.py` and `tf.train.ExponentialMovingAverage` (pixel_cnn_pp.md §10)."""
+learning-rate decay of `train.py` and `tf.train.ExponentialMovingAverage`."""
 import contextlib
 
 import keras
 from keras import ops
+
+from pixel_cnn_pp.errors import ConfigError
 
 
 @keras.saving.register_keras_serializable(package="pixel_cnn_pp")
@@ -82,7 +84,7 @@ class PolyakAverage:
 
     def __init__(self, variables, decay=0.9995):
         if not 0.0 <= float(decay) < 1.0:
-            raise ValueError(f"polyak_decay must be in [0, 1), got {decay}")
+            raise ConfigError(f"polyak_decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
         self.variables = list(variables)
         self.shadows = [
@@ -90,14 +92,23 @@ class PolyakAverage:
                            name=v.name + "_ema", dtype=v.dtype)
             for v in self.variables]
 
+    def averaged_value(self, shadow, value):
+        """The shadow after one update towards `value` (also used by the stateless step)."""
+        return shadow - (1.0 - self.decay) * (shadow - value)
+
     def update(self):
         for shadow, variable in zip(self.shadows, self.variables):
-            shadow.assign(shadow - (1.0 - self.decay) * (shadow - variable))
+            shadow.assign(self.averaged_value(shadow, variable))
 
     def reset(self):
         """Set every shadow to the current parameter (for models not trained here)."""
         for shadow, variable in zip(self.shadows, self.variables):
             shadow.assign(variable)
+
+    def copy_to_model(self):
+        """Load the averaged weights into the model for good (a restored run's `ema` weights)."""
+        for shadow, variable in zip(self.shadows, self.variables):
+            variable.assign(shadow)
 
     @contextlib.contextmanager
     def averaged(self):

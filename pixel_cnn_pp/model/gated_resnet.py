@@ -1,10 +1,12 @@
-"""The gated residual block: Keras twin of `nn.gated_resnet` (openai/pixel-cnn `pixel_cnn_pp/nn.py`)."""
+"""The gated residual block: Keras twin of `nn.gated_resnet`."""
 import keras
 from keras import ops
 
-from pixel_cnn_pp.ops import get_nonlinearity
-from pixel_cnn_pp.shifted import DownRightShiftedConv2D, DownShiftedConv2D
-from pixel_cnn_pp.weight_norm import ConditionalWeights, Nin
+from pixel_cnn_pp.errors import ConfigError
+from pixel_cnn_pp.model.ops import get_nonlinearity
+from pixel_cnn_pp.model.passes import FULL
+from pixel_cnn_pp.model.shifted import DownRightShiftedConv2D, DownShiftedConv2D
+from pixel_cnn_pp.model.weight_norm import ConditionalWeights, Nin
 
 # The `conv` argument of the original, by name (PixelSNAIL also passes `nn.nin`).
 CONVS = {
@@ -34,9 +36,9 @@ class GatedResnet(keras.layers.Layer):
                  aux=False, num_classes=None, ddi_epsilon=None, **kwargs):
         super().__init__(**kwargs)
         if conv not in CONVS:
-            raise ValueError(f"GatedResnet: conv={conv!r} is not one of {sorted(CONVS)}")
+            raise ConfigError(f"GatedResnet: conv={conv!r} is not one of {sorted(CONVS)}")
         if not 0.0 <= float(dropout_p) < 1.0:
-            raise ValueError(f"GatedResnet: dropout_p must be in [0, 1), got {dropout_p}")
+            raise ConfigError(f"GatedResnet: dropout_p must be in [0, 1), got {dropout_p}")
         self.filters = int(filters)
         self.conv = conv
         self.nonlinearity = nonlinearity
@@ -47,31 +49,31 @@ class GatedResnet(keras.layers.Layer):
         self._f = get_nonlinearity(nonlinearity)
         eps = {} if ddi_epsilon is None else {"ddi_epsilon": ddi_epsilon}
         conv_cls = CONVS[conv]
-        self.conv1 = conv_cls(self.filters, **eps)
-        self.nin_a = Nin(self.filters) if self.aux else None
-        self.dropout = keras.layers.Dropout(self.dropout_p) if self.dropout_p > 0 else None
-        self.conv2 = conv_cls(2 * self.filters, init_scale=0.1, **eps)
-        self.cond = ConditionalWeights(2 * self.filters) if num_classes else None
+        dtype = {"dtype": self.dtype_policy}  # sublayers compute in the block's precision
+        self.conv1 = conv_cls(self.filters, **eps, **dtype)
+        self.nin_a = Nin(self.filters, **dtype) if self.aux else None
+        self.dropout = (keras.layers.Dropout(self.dropout_p, **dtype)
+                        if self.dropout_p > 0 else None)
+        self.conv2 = conv_cls(2 * self.filters, init_scale=0.1, **eps, **dtype)
+        self.cond = ConditionalWeights(2 * self.filters, **dtype) if num_classes else None
 
     def creation_order(self):
         """The weight-normalised (and conditioning) sublayers in the original's creation order."""
         return [layer for layer in (self.conv1, self.nin_a, self.conv2, self.cond) if layer]
 
-    def call(self, x, a=None, h=None, training=False, init=False, rows=None):
-        """`rows`: row-by-row evaluation for the cached sampler (see `shifted.py`)."""
+    def call(self, x, a=None, h=None, training=False, ctx=FULL):
         if (a is None) == self.aux:
             raise ValueError(f"{self.name}: built with aux={self.aux}, called with a={a is not None}")
         if (h is None) == bool(self.num_classes):
             raise ValueError(f"{self.name}: num_classes={self.num_classes}, "
                              f"called with h={h is not None}")
-        shifted = {} if rows is None or self.conv == "nin" else {"rows": rows}
-        c = self.conv1(self._f(x), init=init, **shifted)
+        c = self.conv1(self._f(x), ctx=ctx)
         if a is not None:
-            c = c + self.nin_a(self._f(a), init=init)
+            c = c + self.nin_a(self._f(a), ctx=ctx)
         c = self._f(c)
         if self.dropout is not None:
             c = self.dropout(c, training=training)
-        c = self.conv2(c, init=init, **shifted)
+        c = self.conv2(c, ctx=ctx)
         if h is not None:
             c = c + self.cond(h)
         value, gate = c[..., :self.filters], c[..., self.filters:]

@@ -5,6 +5,8 @@ import os
 
 import tensorflow as tf
 
+from pixel_cnn_pp.errors import ConfigError
+
 STRATEGIES = ("mirrored", "one_device", "multi_worker")
 
 
@@ -20,7 +22,7 @@ def split_cpu(replicas):
 def make_strategy(name, devices=None):
     """The strategy called `name`; `devices` optionally lists the devices of `mirrored`."""
     if name not in STRATEGIES:
-        raise ValueError(f"--strategy={name!r} is not one of {', '.join(STRATEGIES)}")
+        raise ConfigError(f"--strategy={name!r} is not one of {', '.join(STRATEGIES)}")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices or None)
     if name == "one_device":
@@ -28,10 +30,21 @@ def make_strategy(name, devices=None):
         return tf.distribute.OneDeviceStrategy((devices or [default])[0])
     config = os.environ.get("TF_CONFIG")
     if not config:
-        raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+        raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
                          "(cluster and task), see the README")
     try:
         json.loads(config)
     except ValueError:
-        raise ValueError(f"TF_CONFIG is not valid JSON: {config[:80]!r}")
+        raise ConfigError(f"TF_CONFIG is not valid JSON: {config[:80]!r}")
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files: always, except on a multi-worker cluster,
+    where the chief (or worker 0 of a cluster without one) does."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())

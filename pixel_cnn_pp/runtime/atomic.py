@@ -1,6 +1,5 @@
-"""Atomic file output and image grids: nothing half-written is ever left under a final name."""
+"""Atomic file output: nothing half-written is ever left under a final name."""
 import json
-import math
 import os
 import shutil
 
@@ -31,24 +30,8 @@ def save_npy(path, array):
     os.replace(tmp, path)
 
 
-def image_grid(images, min_side=256):
-    """(N, H, W, C) uint8 -> one (rows*H*s, cols*W*s, C) grid, upscaled by an integer s so that
-    small images stay visible, with 1-pixel gaps."""
-    images = np.asarray(images)
-    n, h, w, c = images.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    scale = max(1, min_side // (cols * w))
-    tiles = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    th, tw = h * scale, w * scale
-    grid = np.full((rows * (th + 1) - 1, cols * (tw + 1) - 1, c), 255, np.uint8)
-    for k in range(n):
-        r, q = divmod(k, cols)
-        grid[r * (th + 1):r * (th + 1) + th, q * (tw + 1):q * (tw + 1) + tw] = tiles[k]
-    return grid
-
-
 def save_png(path, image):
+    """uint8 (H, W, C) as a PNG file."""
     write_atomic(path, tf.io.encode_png(image).numpy())
 
 

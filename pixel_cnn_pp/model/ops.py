@@ -4,6 +4,9 @@ Every function takes and returns NHWC tensors unless its docstring says otherwis
 """
 from keras import ops
 
+from pixel_cnn_pp.errors import ConfigError
+from pixel_cnn_pp.model.passes import FULL
+
 
 def concat_elu(x):
     """Ports `nn.concat_elu`: ELU(concat([x, -x])) on the last axis, (..., C) -> (..., 2C)."""
@@ -22,21 +25,17 @@ def log_prob_from_logits(x, axis=-1):
     return x - m - ops.log(ops.sum(ops.exp(x - m), axis=axis, keepdims=True))
 
 
-def down_shift(x, step=1, rows=None, name=None):
-    """Ports `nn.down_shift`: (B, H, W, C) -> same shape, row r holds input row r - step.
+def down_shift(x, ctx=FULL, owner=None):
+    """Ports `nn.down_shift`: (B, H, W, C) -> same shape, row r holds input row r - 1.
 
-    Row by row (`rows`, the cached sampler): x is one row and the result is the cached row
-    `step` above it, under the cache key `name`."""
-    if rows is not None:
-        return rows.above(name, x, step)[:, :1]
-    x = ops.pad(x, [[0, 0], [step, 0], [0, 0], [0, 0]])
-    return x[:, :-step]
+    The row above comes from `ctx.pad_top`: zeros on a full pass, the cached row above on a
+    cached row step, where `owner` (the layer whose output is shifted) keys that cache."""
+    return ctx.pad_top((owner, "down_shift"), x, 1)[:, :-1]
 
 
-def right_shift(x, step=1):
-    """Ports `nn.right_shift`: (B, H, W, C) -> same shape, column c holds input column c - step."""
-    x = ops.pad(x, [[0, 0], [0, 0], [step, 0], [0, 0]])
-    return x[:, :, :-step]
+def right_shift(x):
+    """Ports `nn.right_shift`: (B, H, W, C) -> same shape, column c holds input column c - 1."""
+    return ops.pad(x, [[0, 0], [0, 0], [1, 0], [0, 0]])[:, :, :-1]
 
 
 NONLINEARITIES = {
@@ -49,12 +48,6 @@ NONLINEARITIES = {
 def get_nonlinearity(name):
     """The resnet nonlinearity named as in the original's `--resnet_nonlinearity` flag."""
     if name not in NONLINEARITIES:
-        raise ValueError(
+        raise ConfigError(
             f"resnet_nonlinearity={name!r} is not one of {sorted(NONLINEARITIES)}")
     return NONLINEARITIES[name]
-
-
-def nonlinearity_width(name):
-    """Channel multiplier of a nonlinearity: concat_elu doubles the channels."""
-    get_nonlinearity(name)
-    return 2 if name == "concat_elu" else 1

@@ -1,23 +1,15 @@
 """Causal (shifted) convolutions: Keras twins of `nn.down_shifted_conv2d`,
 `nn.down_right_shifted_conv2d`, `nn.down_shifted_deconv2d` and `nn.down_right_shifted_deconv2d`.
 
-Padding and cropping are exactly the original's (pixel_cnn_pp.md section 8): zero-pad then a VALID
-weight-normalised convolution, or a VALID transposed convolution then a crop. The padded zeros also
-hit the extra ones channel of the input, which is how the network tells image from padding.
-
-Row by row (`rows`, the cached sampler of `fast_sampler.py`): x is one band of rows and
-`rows.above(self, x, fh - 1)` gives the real rows above it in place of the zero padding.
+Padding and cropping are exactly the original's: zero-pad then a VALID weight-normalised
+convolution, or a VALID transposed convolution then a crop. The padded zeros also hit the extra
+ones channel of the input, which is how the network tells image from padding. The rows above
+come from the pass context (`passes.py`): zeros on a full pass, the cached rows on a row step.
 """
 from keras import ops
 
-from pixel_cnn_pp.weight_norm import WNConv2D, WNConv2DTranspose
-
-
-def _pad_top(layer, x, n, rows):
-    """x with n rows on top: zeros (the original's padding) or, row by row, the cached ones."""
-    if rows is None:
-        return ops.pad(x, [[0, 0], [n, 0], [0, 0], [0, 0]])
-    return rows.above(layer.name, x, n)
+from pixel_cnn_pp.model.passes import FULL
+from pixel_cnn_pp.model.weight_norm import WNConv2D, WNConv2DTranspose
 
 
 class DownShiftedConv2D(WNConv2D):
@@ -30,12 +22,11 @@ class DownShiftedConv2D(WNConv2D):
     def __init__(self, units, filter_size=(2, 3), strides=(1, 1), **kwargs):
         super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
 
-    def call(self, x, init=False, rows=None):
+    def call(self, x, ctx=FULL):
         fh, fw = self.filter_size
         side = (fw - 1) // 2
-        x = _pad_top(self, x, fh - 1, rows)
-        x = ops.pad(x, [[0, 0], [0, 0], [side, side], [0, 0]])
-        return super().call(x, init=init)
+        x = ops.pad(ctx.pad_top(self, x, fh - 1), [[0, 0], [0, 0], [side, side], [0, 0]])
+        return super().call(x, ctx)
 
 
 class DownRightShiftedConv2D(WNConv2D):
@@ -48,11 +39,10 @@ class DownRightShiftedConv2D(WNConv2D):
     def __init__(self, units, filter_size=(2, 2), strides=(1, 1), **kwargs):
         super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
 
-    def call(self, x, init=False, rows=None):
+    def call(self, x, ctx=FULL):
         fh, fw = self.filter_size
-        x = _pad_top(self, x, fh - 1, rows)
-        x = ops.pad(x, [[0, 0], [0, 0], [fw - 1, 0], [0, 0]])
-        return super().call(x, init=init)
+        x = ops.pad(ctx.pad_top(self, x, fh - 1), [[0, 0], [0, 0], [fw - 1, 0], [0, 0]])
+        return super().call(x, ctx)
 
 
 class DownShiftedConv2DTranspose(WNConv2DTranspose):
@@ -71,8 +61,8 @@ class DownShiftedConv2DTranspose(WNConv2DTranspose):
         side = (self.filter_size[1] - 1) // 2
         return y[:, :height * self.strides[0], side:side + width * self.strides[1]]
 
-    def call(self, x, init=False):
-        return self._crop(super().call(x, init=init), x.shape[1], x.shape[2])
+    def call(self, x, ctx=FULL):
+        return self._crop(super().call(x, ctx), x.shape[1], x.shape[2])
 
 
 class DownRightShiftedConv2DTranspose(DownShiftedConv2DTranspose):

@@ -1,4 +1,4 @@
-"""The original TF1 variable names of a model's weights (pixel_cnn_pp.md section 11).
+"""The original TF1 variable names of a model's weights (`tf.train.Saver` of `model_spec`).
 
 The original names every weight-normalised layer `<type>_<k>` with one counter per type
 (conv2d, dense, deconv2d, conditional_weights) in creation order, under the template scope

@@ -1,12 +1,12 @@
-"""The cached sampler (fast_sampler.py): its row-by-row network equals the full forward pass,
+"""The cached sampler (pixel_cnn_pp/model/sampling.py): its row-by-row network equals the full forward pass,
 and it returns exactly the naive sampler's images for the same seed."""
 import numpy as np
 import pytest
 from keras import ops
 
 from conftest import random_images, small_pixelcnn
-from pixel_cnn_pp import fast_sampler
-from pixel_cnn_pp.autoregressive import float_to_images, images_to_float
+from pixel_cnn_pp.model import sampling
+from pixel_cnn_pp.model.autoregressive import float_to_images, images_to_float
 from pixel_snail.model import PixelSNAIL
 
 
@@ -36,8 +36,8 @@ def test_row_by_row_network_equals_the_full_forward(size, channels, num_classes,
     full = ops.convert_to_numpy(model(x, class_label=labels))
     prev, held = {}, {}
     for i in range(size):
-        params, current, held = fast_sampler._step(model, x[:, i:i + 1], prev, held, labels,
-                                                   model.row_phase(i), i)
+        params, current, held = sampling._row_step(model, x[:, i:i + 1], prev, held, labels,
+                                                model.row_phase(i), i)
         prev = {**prev, **current}
         np.testing.assert_allclose(ops.convert_to_numpy(params)[:, 0], full[:, i],
                                    rtol=1e-4, atol=1e-4 * np.abs(full).max(), err_msg=f"row {i}")
@@ -50,9 +50,9 @@ def test_fast_sampler_returns_the_naive_images(size, num_classes, snail):
     except where a value lies within float rounding of a level boundary (then one level off)."""
     model = _model(size, num_classes=num_classes, snail=snail,
                    **({} if snail else {"nr_filters": 8}))
-    labels = None if num_classes is None else [1, 3]
-    fast = ops.convert_to_numpy(fast_sampler.sample_continuous(model, 2, 7, labels))
-    naive = ops.convert_to_numpy(model.sample_naive_continuous(2, 7, labels))
+    labels = None if num_classes is None else np.array([1, 3], np.int32)
+    fast = ops.convert_to_numpy(sampling.cached_continuous(model, 2, 7, labels))
+    naive = ops.convert_to_numpy(sampling.naive_continuous(model, 2, 7, labels))
     np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-4)
     images = model.sample(2, seed=7, class_label=labels, method="fast")
     assert images.dtype == np.uint8 and images.shape == (2, size, size, 3)

@@ -6,8 +6,8 @@ samples fed back, the pixel's draws only.
 """
 import tensorflow as tf
 
-from pixel_cnn_pp.autoregressive import float_to_images
-from pixel_cnn_pp.mixture import UNIFORM_MIN
+from pixel_cnn_pp.model.autoregressive import float_to_images
+from pixel_cnn_pp.model.mixture import UNIFORM_MIN
 
 
 def sample_images(model, num_samples, seed, class_label=None):

@@ -11,6 +11,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from pixel_cnn_pp.errors import DataError
+
 # name -> (tfds name, train split, test split, num_classes)
 TFDS = {
     "cifar10": ("cifar10", "train", "test", 10),
@@ -21,10 +23,6 @@ EMBEDDED = ("digits",)
 DATASETS = tuple(TFDS) + EMBEDDED + ("folder",)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 DIGITS_TEST_SIZE = 297  # the last 297 of sklearn's 1797 digits; the first 1500 train
-
-
-class DataError(ValueError):
-    """Bad dataset input; the message is one line naming the bad value."""
 
 
 @dataclasses.dataclass
@@ -61,7 +59,9 @@ def _binarize(image, label):
     return tf.where(image >= 128, tf.constant(255, tf.uint8), tf.constant(0, tf.uint8)), label
 
 
-def _from_arrays(name, images, labels, test_size, num_classes):
+def from_arrays(name, images, labels, test_size, num_classes):
+    """A Dataset of in-memory uint8 images (N, H, W, C) and labels (N,); the last `test_size`
+    images are the test split."""
     images = np.asarray(images, np.uint8)
     labels = np.asarray(labels, np.int32)
     split = len(images) - test_size
@@ -77,7 +77,7 @@ def _digits():
     from sklearn.datasets import load_digits  # ships the images: no download
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0))[..., None]  # 17 levels -> [0, 255]
-    return _from_arrays("digits", images, digits.target, DIGITS_TEST_SIZE, 10)
+    return from_arrays("digits", images, digits.target, DIGITS_TEST_SIZE, 10)
 
 
 def _tfds(name, tfds_data_dir):
@@ -86,7 +86,9 @@ def _tfds(name, tfds_data_dir):
     try:
         builder = tfds.builder(tfds_name, data_dir=tfds_data_dir)
         builder.download_and_prepare()
-    except Exception as e:  # network or disk trouble: one clear line, not a traceback
+    # No network, a failed download (requests' errors are OSErrors), a full or unwritable disk,
+    # or a tfds without this dataset; anything else is a bug and keeps its traceback.
+    except (OSError, tf.errors.OpError, tfds.core.DatasetNotFoundError) as e:
         raise DataError(f"--dataset={name}: could not prepare tfds '{tfds_name}' "
                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
     info = builder.info
@@ -124,7 +126,7 @@ def _folder(data_dir):
         raise DataError(f"--data_dir={data_dir!r}: train images are {train.shape[1:]} but test "
                         f"images are {test.shape[1:]}")
     images = np.concatenate([train, test])
-    return _from_arrays("folder", images, np.zeros(len(images)), len(test), 0)
+    return from_arrays("folder", images, np.zeros(len(images)), len(test), 0)
 
 
 def _read_images(root):

@@ -1,7 +1,7 @@
 """Discretized mixture of logistics: Keras twins of `nn.discretized_mix_logistic_loss` and
 `nn.sample_from_discretized_mix_logistic` (openai/pixel-cnn `pixel_cnn_pp/nn.py`).
 
-Parameter layout for C = 3 (the original, pixel_cnn_pp.md section 3), 10*M channels:
+Parameter layout for C = 3 (the original), 10*M channels:
     [ logits (M) | R: mean, log_scale, coeff (M each) | G: ... | B: ... ]
 The three coeff groups are alpha (R->G), beta (R->B), gamma (G->B) after tanh.
 For C = 1 (grayscale, not in the original) the same layout without coefficients, 3*M channels:
@@ -13,7 +13,8 @@ import math
 
 from keras import ops
 
-from pixel_cnn_pp.ops import log_prob_from_logits, log_sum_exp
+from pixel_cnn_pp.errors import ConfigError
+from pixel_cnn_pp.model.ops import log_prob_from_logits, log_sum_exp
 
 LOG_SCALE_MIN = -7.0
 HALF_BIN = 1.0 / 255.0
@@ -29,7 +30,7 @@ def num_mixture_params(channels, nr_mix):
         return 10 * nr_mix
     if channels == 1:
         return 3 * nr_mix
-    raise ValueError(f"discretized logistic mixture supports 1 or 3 channels, got {channels}")
+    raise ConfigError(f"discretized logistic mixture supports 1 or 3 channels, got {channels}")
 
 
 def _unpack(l, channels):
@@ -131,7 +132,7 @@ class DiscretizedMixLogistic:
 
     def __init__(self, nr_mix, channels=3):
         if int(nr_mix) <= 0:
-            raise ValueError(f"nr_logistic_mix must be positive, got {nr_mix}")
+            raise ConfigError(f"nr_logistic_mix must be positive, got {nr_mix}")
         self.nr_mix = int(nr_mix)
         self.channels = int(channels)
         self.num_params = num_mixture_params(self.channels, self.nr_mix)

@@ -19,20 +19,15 @@ import re
 import shutil
 import tempfile
 
-import keras
 import tensorflow as tf
 
-from pixel_cnn_pp import files
-from pixel_cnn_pp.autoregressive import images_to_float
-from pixel_cnn_pp.graph_sampler import sample_images
-from pixel_cnn_pp.optim import PolyakAverage
+from pixel_cnn_pp.errors import ExportError
+from pixel_cnn_pp.model.autoregressive import images_to_float
+from pixel_cnn_pp.runtime import atomic, runs
+from pixel_cnn_pp.runtime.graph_sampler import sample_images
 
 METADATA_FILE = os.path.join("assets.extra", "metadata.json")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-
-
-class ExportError(ValueError):
-    """The export cannot be written (bad version, existing version, bad checkpoint)."""
 
 
 def next_version(export_dir):
@@ -107,9 +102,9 @@ def export_model(model, export_dir, version=None, overwrite=False, metadata=None
         meta = {"model": type(model).__name__, "config": model.get_config(),
                 "image_shape": list(model.image_shape), "num_classes": model.num_classes,
                 "signatures": ["serving_default", "sample"], **(metadata or {})}
-        files.write_json(os.path.join(tmp, METADATA_FILE), meta)
+        atomic.write_json(os.path.join(tmp, METADATA_FILE), meta)
         _write_warmup(model, os.path.join(tmp, WARMUP_FILE))
-        files.replace_dir(tmp, final)
+        atomic.replace_dir(tmp, final)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
@@ -135,55 +130,26 @@ def _write_warmup(model, path):
     return True
 
 
-def load_trained_model(save_dir):
-    """The model of a training run with its EMA weights: (model, run metadata, step)."""
-    from pixel_cnn_pp import training  # registers the models' builders and Keras classes
-    run_file = os.path.join(save_dir, training.RUN_FILE)
-    if not tf.io.gfile.exists(run_file):
-        raise ExportError(f"--checkpoint_dir={save_dir!r} holds no training run "
-                          f"({training.RUN_FILE} missing)")
-    run = files.read_json(run_file)
-    latest = tf.train.latest_checkpoint(os.path.join(save_dir, "checkpoints"))
-    if not latest:
-        raise ExportError(f"--checkpoint_dir={save_dir!r} holds no checkpoint")
-    try:
-        model = keras.saving.deserialize_keras_object(run["model_config"])
-    except (TypeError, ValueError) as e:
-        raise ExportError(f"cannot rebuild the model of {run_file!r}: {str(e).splitlines()[0]}")
-    model.build_all()
-    ema = PolyakAverage(model.trainable_variables)
-    try:
-        tf.train.Checkpoint(model=model, ema=ema.shadows).restore(latest) \
-            .expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ExportError(f"checkpoint {latest!r} does not fit the model in {run_file!r}: {reason}")
-    for shadow, variable in zip(ema.shadows, model.trainable_variables):
-        variable.assign(shadow)
-    step = int(latest.rsplit("-", 1)[-1])
-    return model, run, step
-
-
 def export_run(save_dir, export_dir=None, version=None, overwrite=False, skip_if_current=False):
     """Export the EMA weights of the latest checkpoint of a training run. With
     `skip_if_current`, return the newest version instead if it already holds that step."""
     export_dir = export_dir or os.path.join(save_dir, "export")
-    model, run, step = load_trained_model(save_dir)
+    run = runs.load_run(save_dir, weights="ema")
     newest = os.path.join(export_dir, str(next_version(export_dir) - 1))
     if skip_if_current and tf.io.gfile.exists(os.path.join(newest, METADATA_FILE)) \
-            and describe(newest).get("training_step") == step:
+            and describe(newest).get("training_step") == run.step:
         return newest
-    metadata = {"kind": run["model"], "dataset": run["dataset"], "training_step": step,
-                "weights": "polyak_average"}
-    return export_model(model, export_dir, version, overwrite, metadata)
+    metadata = {"kind": run.model.name, "dataset": run.metadata["dataset"],
+                "training_step": run.step, "weights": "polyak_average"}
+    return export_model(run.model, export_dir, version, overwrite, metadata)
 
 
 def export_tf1_checkpoint(path, export_dir, version=None, overwrite=False, image_size=(32, 32),
                          weights="ema", resnet_nonlinearity=None):
     """Export an original TF1 checkpoint (openai/pixel-cnn, pixelsnail-public) directly."""
-    from pixel_cnn_pp import tf1_checkpoint
+    from pixel_cnn_pp.runtime import tf1_checkpoint
     model = tf1_checkpoint.load_model(path, image_size, weights, resnet_nonlinearity)
-    # The builders name the model after its kind ("pixel_cnn_pp", "pixel_snail").
+    # build_model names a model after its registered kind ("pixel_cnn_pp", "pixel_snail").
     metadata = {"kind": model.name,
                 "source": f"tf1 checkpoint {tf1_checkpoint.resolve_path(path)}",
                 "training_step": None,

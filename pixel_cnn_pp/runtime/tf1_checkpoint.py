@@ -1,11 +1,11 @@
 """Load checkpoints written by the original TF1 code (openai/pixel-cnn, neocxi/pixelsnail-public).
 
-    from pixel_cnn_pp.tf1_checkpoint import load_model
+    from pixel_cnn_pp.runtime.tf1_checkpoint import load_model
     model = load_model("pxpp/params_cifar.ckpt")          # EMA weights, 32x32 images
     model.bits_per_dim(images)
 
-The original `tf.train.Saver` stores `model/<type>_<k>/{V,g,b,hw}` (pixel_cnn_pp.md section 11,
-pixel_snail.md section 6), each with a `/ExponentialMovingAverage` shadow, plus anonymous Adam
+The original `tf.train.Saver` stores `model/<type>_<k>/{V,g,b,hw}` (names: `tf1_names.py`),
+each with a `/ExponentialMovingAverage` shadow, plus anonymous Adam
 slots `Variable`, `Variable_1`, ... that carry no link to their parameter and are skipped. The
 hyper-parameters are read off the shapes (`infer_hyperparameters`); the image height and width
 are not in a convolutional checkpoint and are given by the caller (32x32 for the published runs).
@@ -18,16 +18,14 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from pixel_cnn_pp.mixture import num_mixture_params
-from pixel_cnn_pp.tf1_names import tf1_variable_names
+from pixel_cnn_pp.errors import CheckpointError
+from pixel_cnn_pp.model.mixture import num_mixture_params
+from pixel_cnn_pp.model.registry import build_model
+from pixel_cnn_pp.model.tf1_names import tf1_variable_names
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 WEIGHTS = ("ema", "raw")
 _LAYER = re.compile(r"model/(conv2d|dense|deconv2d|conditional_weights)_(\d+)/")
-
-
-class ConversionError(ValueError):
-    """The checkpoint cannot be converted into the requested model; the message says why."""
 
 
 class Tf1Checkpoint:
@@ -43,7 +41,7 @@ class Tf1Checkpoint:
 
     def shape(self, name):
         if name not in self.arrays:
-            raise ConversionError(f"{self.path!r} has no {name!r}, which every original "
+            raise CheckpointError(f"{self.path!r} has no {name!r}, which every original "
                                   "checkpoint of this layout has")
         return tuple(self.arrays[name].shape)
 
@@ -66,11 +64,11 @@ def resolve_path(path):
             return latest
         indexes = tf.io.gfile.glob(os.path.join(path, "*.index"))
         if len(indexes) != 1:
-            raise ConversionError(f"--tf1 checkpoint folder {path!r} holds {len(indexes)} "
+            raise CheckpointError(f"--tf1 checkpoint folder {path!r} holds {len(indexes)} "
                                   "checkpoints (*.index); pass the prefix of one")
         return indexes[0][:-len(".index")]
     if not tf.io.gfile.exists(path + ".index"):
-        raise ConversionError(f"no TF1 checkpoint at {path!r} ({path}.index is missing)")
+        raise CheckpointError(f"no TF1 checkpoint at {path!r} ({path}.index is missing)")
     return path
 
 
@@ -80,18 +78,18 @@ def read(path):
     try:
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as e:
-        raise ConversionError(f"cannot read checkpoint {prefix!r}: {str(e).splitlines()[0]}")
+        raise CheckpointError(f"cannot read checkpoint {prefix!r}: {str(e).splitlines()[0]}")
     names = [n for n in reader.get_variable_to_shape_map() if n.startswith("model/")]
     if "model/conv2d_0/V" not in names:
         some = sorted(reader.get_variable_to_shape_map())[:3]
-        raise ConversionError(f"{prefix!r} is not an openai/pixel-cnn or pixelsnail-public "
+        raise CheckpointError(f"{prefix!r} is not an openai/pixel-cnn or pixelsnail-public "
                               f"checkpoint: no 'model/conv2d_0/V' (it holds {some}...)")
     return Tf1Checkpoint(prefix, {n: reader.get_tensor(n) for n in names})
 
 
 def infer_hyperparameters(ckpt):
-    """The architecture the shapes imply, as keyword arguments of `TrainConfig` plus
-    `image_channels`, `num_classes` and, for PixelSNAIL, `extra`.
+    """The architecture the shapes imply: {model: registered name, options: the model's
+    keyword arguments, num_classes, image_channels}.
 
     PixelCNN++ has deconvolutions and a [2,3] input conv; PixelSNAIL neither (its input conv is
     [1,3]). Counts of layers give nr_resnet and attn_rep; widths give the rest. concat_elu
@@ -105,48 +103,48 @@ def infer_hyperparameters(ckpt):
     if ckpt.count("deconv2d"):
         model, nr_resnet, rest = "pixel_cnn_pp", (dense - 5) // 9, (dense - 5) % 9
         first_block_conv = "model/conv2d_3/V"
-        extra = {}
+        attention = {}
     else:
         model, rest = "pixel_snail", (dense - 1) % 9
         attn_rep = (dense - 1) // 9
         nr_resnet = (ckpt.count("conv2d") - 2) // (2 * max(attn_rep, 1))
         first_block_conv = "model/conv2d_2/V"
         key = ckpt.shape("model/dense_5/V")[1]
-        extra = dict(attn_rep=attn_rep, key_size=key, query_size=key,
-                     mixin_size=ckpt.shape("model/dense_2/V")[1] - key,
-                     output="logistic_mixture")
+        attention = dict(attn_rep=attn_rep, key_size=key,
+                         mixin_size=ckpt.shape("model/dense_2/V")[1] - key,
+                         output="logistic_mixture")
     if rest or nr_resnet < 1 or (kh, kw) not in ((2, 3), (1, 3)) or channels not in (1, 3):
-        raise ConversionError(f"{ckpt.path!r}: layer counts (conv2d {ckpt.count('conv2d')}, "
+        raise CheckpointError(f"{ckpt.path!r}: layer counts (conv2d {ckpt.count('conv2d')}, "
                               f"dense {dense}, deconv2d {ckpt.count('deconv2d')}) or input conv "
                               f"{[kh, kw, cin, filters]} fit neither original model")
     mix, unit = divmod(out_params, num_mixture_params(channels, 1))
     if unit:
-        raise ConversionError(f"{ckpt.path!r}: {out_params} output channels are not a logistic "
+        raise CheckpointError(f"{ckpt.path!r}: {out_params} output channels are not a logistic "
                               f"mixture over {channels} channels")
     wide = ckpt.shape(first_block_conv)[2] == 2 * filters
     num_classes = (ckpt.shape("model/conditional_weights_0/hw")[0]
                    if "model/conditional_weights_0/hw" in ckpt.arrays else None)
-    return dict(model=model, nr_resnet=nr_resnet, nr_filters=filters, nr_logistic_mix=mix,
-                resnet_nonlinearity="concat_elu" if wide else "elu",
-                class_conditional=num_classes is not None, num_classes=num_classes,
-                image_channels=channels, extra=extra)
+    options = dict(nr_resnet=nr_resnet, nr_filters=filters, nr_logistic_mix=mix,
+                   resnet_nonlinearity="concat_elu" if wide else "elu", **attention)
+    return dict(model=model, options=options, num_classes=num_classes, image_channels=channels)
 
 
 def check_hyperparameters(inferred, given):
-    """Raise if any explicitly given setting {name: value} disagrees with the checkpoint's.
+    """Raise if any explicitly given setting {flag: value} disagrees with the checkpoint's.
     `resnet_nonlinearity` elu vs relu cannot be read off the shapes, so either is accepted."""
-    flat = {**inferred, **inferred.get("extra", {})}
+    expected_values = dict(inferred["options"], model=inferred["model"],
+                           class_conditional=inferred["num_classes"] is not None)
     bad = []
     for name, value in given.items():
-        if name not in flat or name == "extra":
+        if name not in expected_values:
             continue
-        expected = flat[name]
+        expected = expected_values[name]
         if name == "resnet_nonlinearity" and expected == "elu" and value in ("elu", "relu"):
             continue
         if value != expected:
             bad.append(f"--{name}={value} (checkpoint: {expected})")
     if bad:
-        raise ConversionError("settings disagree with the TF1 checkpoint: " + ", ".join(bad)
+        raise CheckpointError("settings disagree with the TF1 checkpoint: " + ", ".join(bad)
                               + "; drop them to use the checkpoint's")
 
 
@@ -157,13 +155,13 @@ def _listing(items, limit=4):
 
 
 def mapping(model, ckpt, weights="ema"):
-    """[(Keras variable, np.ndarray)] for every weight of `model`, or ConversionError with the
+    """[(Keras variable, np.ndarray)] for every weight of `model`, or CheckpointError with the
     missing, unexpected and mis-shaped names. weights="ema" takes the Polyak shadows."""
     if weights not in WEIGHTS:
-        raise ConversionError(f"--tf1_weights={weights!r} is not one of {WEIGHTS}")
+        raise CheckpointError(f"--tf1_weights={weights!r} is not one of {WEIGHTS}")
     suffix = EMA_SUFFIX if weights == "ema" else ""
     if weights == "ema" and not ckpt.names(shadows=True):
-        raise ConversionError(f"{ckpt.path!r} holds no {EMA_SUFFIX} shadows; "
+        raise CheckpointError(f"{ckpt.path!r} holds no {EMA_SUFFIX} shadows; "
                               "use --tf1_weights=raw")
     wanted = tf1_variable_names(model)
     missing = [n + suffix for n in wanted if n + suffix not in ckpt.arrays]
@@ -175,7 +173,7 @@ def mapping(model, ckpt, weights="ema"):
                 (("missing", missing), ("unexpected", unexpected),
                  ("with the wrong shape", shapes)) if items]
     if problems:
-        raise ConversionError(f"{ckpt.path!r} does not fit {type(model).__name__}"
+        raise CheckpointError(f"{ckpt.path!r} does not fit {type(model).__name__}"
                               f"({_describe(model)}): " + "; ".join(problems))
     return [(v, ckpt.arrays[n + suffix]) for n, v in wanted.items()]
 
@@ -192,17 +190,15 @@ def assign(model, ckpt, weights="ema"):
         variable.assign(value.astype(np.float32))
 
 
-def build_model(inferred, image_size=(32, 32), dropout_p=0.0, resnet_nonlinearity=None):
-    """A model of the inferred architecture for images of `image_size` (H, W)."""
-    from pixel_cnn_pp.training import TrainConfig, get_builder
-    config = TrainConfig(**{k: v for k, v in inferred.items()
-                            if k not in ("num_classes", "image_channels")})
-    config.dropout_p = dropout_p
+def model_for(inferred, image_size=(32, 32), resnet_nonlinearity=None, **options):
+    """A built model of the inferred architecture for images of `image_size` (H, W); `options`
+    (e.g. dropout_p) are further keyword arguments of the model."""
+    architecture = dict(inferred["options"])
     if resnet_nonlinearity:
         check_hyperparameters(inferred, {"resnet_nonlinearity": resnet_nonlinearity})
-        config.resnet_nonlinearity = resnet_nonlinearity
-    image_shape = (*image_size, inferred["image_channels"])
-    model = get_builder(config.model)(config, image_shape, inferred["num_classes"])
+        architecture["resnet_nonlinearity"] = resnet_nonlinearity
+    model = build_model(inferred["model"], (*image_size, inferred["image_channels"]),
+                        num_classes=inferred["num_classes"], **{**architecture, **options})
     model.build_all()
     return model
 
@@ -210,7 +206,7 @@ def build_model(inferred, image_size=(32, 32), dropout_p=0.0, resnet_nonlinearit
 def load_model(path, image_size=(32, 32), weights="ema", resnet_nonlinearity=None):
     """The Keras model of an original checkpoint with its EMA (or raw) weights."""
     ckpt = read(path)
-    model = build_model(infer_hyperparameters(ckpt), image_size,
-                        resnet_nonlinearity=resnet_nonlinearity)
+    model = model_for(infer_hyperparameters(ckpt), image_size, resnet_nonlinearity,
+                      dropout_p=0.0)
     assign(model, ckpt, weights)
     return model

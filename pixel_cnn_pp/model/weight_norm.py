@@ -4,17 +4,21 @@
 Each layer owns V (direction, N(0, 0.05)), g (gain, 1) and b (bias, 0), named as in the original,
 so a TF1 checkpoint `model/conv2d_7/V` maps onto the `V` of one of these layers.
 
-Data-dependent init (DDI) is an explicit pass: call the layer with `init=True` on a batch. It
+Data-dependent init (DDI) is an explicit pass: call the layer with `ctx=INIT` on a batch. It
 measures the per-channel mean m and population variance v of the pre-activation, sets
 g <- g * s and b <- (b - m) * s with s = init_scale / sqrt(v + eps), and returns the output
 recomputed with the new parameters (openai/pixel-cnn master semantics; with the fresh g=1, b=0
-this is exactly the original's update). Run it in cross-replica context under a tf.distribute
-strategy so every replica gets the same values (see `keras3_notes.md`).
+this is exactly the original's update). Under a tf.distribute strategy run it in cross-replica
+context, so that every replica gets the same values: in replica context with a different batch
+per replica, each copy would be assigned its own values without any error.
 """
 import keras
 from keras import ops
 
-# Original constants (pixel_cnn_pp.md section 6).
+from pixel_cnn_pp.errors import ConfigError
+from pixel_cnn_pp.model.passes import FULL
+
+# The original's constants.
 V_INIT_STDDEV = 0.05
 L2_NORMALIZE_EPSILON = 1e-12  # tf.nn.l2_normalize's guard, used for conv/deconv only
 DDI_EPSILON = 1e-10  # master; the 2016 code and PixelSNAIL use 1e-8 for conv/deconv
@@ -29,7 +33,7 @@ class _WeightNormBase(keras.layers.Layer):
     def __init__(self, units, init_scale=1.0, ddi_epsilon=DDI_EPSILON, **kwargs):
         super().__init__(**kwargs)
         if int(units) <= 0:
-            raise ValueError(f"{type(self).__name__}: units must be positive, got {units}")
+            raise ConfigError(f"{type(self).__name__}: units must be positive, got {units}")
         self.units = int(units)
         self.init_scale = float(init_scale)
         self.ddi_epsilon = float(ddi_epsilon)
@@ -50,9 +54,9 @@ class _WeightNormBase(keras.layers.Layer):
     def _forward(self, x):
         raise NotImplementedError
 
-    def call(self, x, init=False):
+    def call(self, x, ctx=FULL):
         y = self._forward(x)
-        if not init:
+        if not ctx.init:
             return y
         axes = tuple(range(len(y.shape) - 1))
         mean = ops.mean(y, axis=axes)

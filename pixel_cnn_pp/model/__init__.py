@@ -1,0 +1,1 @@
+"""Backend-portable model code: `keras.ops` and `keras.layers` only, never TensorFlow."""

@@ -1,0 +1,149 @@
+"""The PixelCNN++ network: Keras twin of `model_spec` (openai/pixel-cnn `pixel_cnn_pp/model.py`)."""
+import functools
+
+import keras
+from keras import ops
+
+from pixel_cnn_pp.errors import ConfigError
+from pixel_cnn_pp.model.autoregressive import AutoregressiveModel
+from pixel_cnn_pp.model.gated_resnet import GatedResnet
+from pixel_cnn_pp.model.mixture import DiscretizedMixLogistic
+from pixel_cnn_pp.model.ops import down_shift, get_nonlinearity, right_shift
+from pixel_cnn_pp.model.passes import FULL
+from pixel_cnn_pp.model.shifted import (DownRightShiftedConv2D, DownRightShiftedConv2DTranspose,
+                                        DownShiftedConv2D, DownShiftedConv2DTranspose)
+from pixel_cnn_pp.model.weight_norm import Nin
+
+NUM_LEVELS = 3  # resolutions H, H/2, H/4
+
+
+@keras.saving.register_keras_serializable(package="pixel_cnn_pp")
+class PixelCNNpp(AutoregressiveModel):
+    """PixelCNN++ (Salimans et al. 2017) with the original's architecture and defaults.
+
+    Two causal streams: u sees the rows above, ul the rows above and the pixels to the left.
+    Up pass: nr_resnet gated resnets at H, H/2 and H/4 (strided shifted convs between), every
+    output kept. Down pass: nr_resnet, nr_resnet+1, nr_resnet+1 gated resnets back up to H,
+    each consuming one kept output as its auxiliary input. Output: nin(elu(ul)) -> mixture params.
+
+    x: (B, H, W, C) in [-1, 1], H and W divisible by 4, C in {1, 3}; class_label: (B,) ints for a
+    class-conditional model -> (B, H, W, P) with P = 10 * nr_logistic_mix for C = 3.
+    `dtype` is the Keras dtype policy of every layer ("mixed_bfloat16": bfloat16 compute, float32
+    variables); the loss is float32 whatever it is.
+
+    Layers are stored per level (0 = H, 1 = H/2, 2 = H/4): `down_sample[L - 1]` and
+    `up_sample[L]` are the (u, ul) convolutions into and out of level L, `up_blocks[L]` and
+    `down_blocks[L]` its (u, ul) gated resnet pairs. `creation_order()` lists the layers in the
+    order in which the original names them conv2d_0, ..., dense_0, ..., deconv2d_0, ...
+    """
+
+    def __init__(self, image_shape=(32, 32, 3), nr_resnet=5, nr_filters=160, nr_logistic_mix=10,
+                 resnet_nonlinearity="concat_elu", dropout_p=0.5, num_classes=None, **kwargs):
+        super().__init__(image_shape, num_classes=num_classes, **kwargs)
+        height, width, channels = self.image_shape
+        if height % 4 or width % 4:
+            raise ConfigError(f"PixelCNN++ needs H and W divisible by 4, got image_shape "
+                              f"{self.image_shape}")
+        for name, value in (("nr_resnet", nr_resnet), ("nr_filters", nr_filters)):
+            if int(value) <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        get_nonlinearity(resnet_nonlinearity)  # refuses an unknown name
+        self.nr_resnet = int(nr_resnet)
+        self.nr_filters = int(nr_filters)
+        self.nr_logistic_mix = int(nr_logistic_mix)
+        self.resnet_nonlinearity = resnet_nonlinearity
+        self.dropout_p = float(dropout_p)
+        self.distribution = DiscretizedMixLogistic(self.nr_logistic_mix, channels)
+
+        f, dtype = self.nr_filters, {"dtype": self.dtype_policy}
+        block = functools.partial(GatedResnet, f, nonlinearity=resnet_nonlinearity,
+                                  dropout_p=self.dropout_p, num_classes=num_classes, **dtype)
+
+        def pair(n, aux_u):
+            return [(block(conv="down_shifted", aux=aux_u),
+                     block(conv="down_right_shifted", aux=True)) for _ in range(n)]
+
+        self.u_in = DownShiftedConv2D(f, (2, 3), **dtype)
+        self.ul_in_down = DownShiftedConv2D(f, (1, 3), **dtype)
+        self.ul_in_right = DownRightShiftedConv2D(f, (2, 1), **dtype)
+        self.down_sample = [(DownShiftedConv2D(f, strides=(2, 2), **dtype),
+                             DownRightShiftedConv2D(f, strides=(2, 2), **dtype))
+                            for _ in range(NUM_LEVELS - 1)]
+        self.up_blocks = [pair(self.nr_resnet, aux_u=False) for _ in range(NUM_LEVELS)]
+        self.up_sample = [(DownShiftedConv2DTranspose(f, **dtype),
+                           DownRightShiftedConv2DTranspose(f, **dtype))
+                          for _ in range(NUM_LEVELS - 1)]
+        # The down pass has one more pair on every level but the lowest.
+        self.down_blocks = [pair(self.nr_resnet + (level < NUM_LEVELS - 1), aux_u=True)
+                            for level in range(NUM_LEVELS)]
+        self.out_nin = Nin(self.distribution.num_params, **dtype)
+
+    def creation_order(self):
+        """Weight-normalised and conditioning layers in the order the original creates them."""
+        def blocks(pairs):
+            return [layer for u, ul in pairs for layer in u.creation_order() + ul.creation_order()]
+
+        layers = [self.u_in, self.ul_in_down, self.ul_in_right]
+        for level in range(NUM_LEVELS):
+            layers += list(self.down_sample[level - 1]) if level else []
+            layers += blocks(self.up_blocks[level])
+        for level in reversed(range(NUM_LEVELS)):
+            layers += list(self.up_sample[level]) if level < NUM_LEVELS - 1 else []
+            layers += blocks(self.down_blocks[level])
+        return layers + [self.out_nin]
+
+    @staticmethod
+    def row_phase(i):
+        """What a cached row step of image row i depends on: i % 4 (which levels change), with 3
+        folded onto 1 (both change the full resolution only, with the same parity)."""
+        phase = i % 4
+        return 1 if phase == 3 else phase
+
+    def call(self, x, class_label=None, training=False, ctx=FULL):
+        """The network, written once for every pass (`ctx`: full map, DDI or a cached row)."""
+        block = dict(h=self.conditioning(class_label), training=training, ctx=ctx)
+        x_pad = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)  # marks image vs padding
+
+        # Up pass, H -> H/2 -> H/4, keeping every output for the down pass.
+        u = down_shift(self.u_in(x_pad, ctx=ctx), ctx, owner=self.u_in)
+        ul = (down_shift(self.ul_in_down(x_pad, ctx=ctx), ctx, owner=self.ul_in_down)
+              + right_shift(self.ul_in_right(x_pad, ctx=ctx)))
+        kept = [(u, ul)]
+        for level in range(NUM_LEVELS):
+            if level:
+                down_u, down_ul = self.down_sample[level - 1]
+                if not ctx.active(level):  # a cached row step on which this level is final
+                    ctx.skip(down_u, u)
+                    ctx.skip(down_ul, ul)
+                    break
+                u, ul = down_u(u, ctx=ctx), down_ul(ul, ctx=ctx)
+                kept.append((u, ul))
+            for u_block, ul_block in self.up_blocks[level]:
+                u = u_block(u, **block)
+                ul = ul_block(ul, a=u, **block)
+                kept.append((u, ul))
+
+        # Down pass, H/4 -> H/2 -> H, consuming the kept outputs in reverse.
+        for level in reversed(range(NUM_LEVELS)):
+            if ctx.active(level):
+                if level == NUM_LEVELS - 1:
+                    u, ul = kept.pop()  # the up pass's last output
+                else:
+                    up_u, up_ul = self.up_sample[level]
+                    u = ctx.upsampled(up_u(u, ctx=ctx), level)
+                    ul = ctx.upsampled(up_ul(ul, ctx=ctx), level)
+                for u_block, ul_block in self.down_blocks[level]:
+                    u_kept, ul_kept = kept.pop()
+                    u = u_block(u, a=u_kept, **block)
+                    ul = ul_block(ul, a=ops.concatenate([u, ul_kept], axis=-1), **block)
+            u, ul = ctx.hold(level, (u, ul))
+        assert not kept, "every up-pass output is consumed exactly once"
+
+        return self.out_nin(ops.elu(ul), ctx=ctx)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(nr_resnet=self.nr_resnet, nr_filters=self.nr_filters,
+                      nr_logistic_mix=self.nr_logistic_mix,
+                      resnet_nonlinearity=self.resnet_nonlinearity, dropout_p=self.dropout_p)
+        return config

@@ -1,0 +1,256 @@
+"""The training loop shared by every model: data-dependent init, the original's Adam and Polyak
+averaging under any tf.distribute strategy, resumable checkpoints, TensorBoard, sample grids.
+
+Semantics follow the original `train.py`: the loss of each replica is the summed nats of its
+batch and the replicas' gradients are summed, so an update does not depend on how a global
+batch is split; the Polyak (EMA) weights are used for test bits/dim and sampling. The step
+itself (loss, Adam, Polyak) is `pixel_cnn_pp.model.train_step.TrainStep`, shared with the JAX
+benchmark.
+"""
+import math
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pixel_cnn_pp.errors import CheckpointError, ConfigError, DataError, TrainingError
+from pixel_cnn_pp.model.autoregressive import images_to_float
+from pixel_cnn_pp.model.registry import build_model
+from pixel_cnn_pp.model.train_step import TrainStep
+from pixel_cnn_pp.runtime import atomic, runs, samples
+from pixel_cnn_pp.runtime import data as data_lib
+from pixel_cnn_pp.runtime.distribute import is_chief
+
+
+def bits_per_dim(model, nats, num_images):
+    """The original's normalisation: nats / (ln 2 * H*W*C * images)."""
+    return nats / (math.log(2.0) * model.num_dims * num_images)
+
+
+def evaluate(model, split, strategy, global_batch, name="test"):
+    """Bits/dim of a tf.data split with the model's current weights, dropout off, the last
+    partial batch dropped (as the original). `model` must live in `strategy`'s scope."""
+    conditional = bool(model.num_classes)
+
+    @tf.function
+    def step(batch):
+        def replica(images, labels):
+            labels = labels if conditional else None
+            return tf.reduce_sum(model.nll(images_to_float(images), labels))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=batch),
+                               axis=None)
+
+    total, count = 0.0, 0
+    for batch in strategy.experimental_distribute_dataset(data_lib.batches(split, global_batch)):
+        total += float(step(batch))
+        count += global_batch
+    if count == 0:
+        raise DataError(f"the {name} split has fewer images than one global batch "
+                        f"({global_batch})")
+    return bits_per_dim(model, total, count)
+
+
+def sample_labels(model, num_samples):
+    """Labels of a sample grid: class-conditional models cycle through their classes."""
+    if not model.num_classes:
+        return None
+    return (np.arange(num_samples) % model.num_classes).astype(np.int32)
+
+
+class Trainer:
+    """Owns the model, its training step (Adam, Polyak average) and the save dir of one run."""
+
+    def __init__(self, config, dataset, strategy, save_dir, log=print):
+        self.config = config
+        self.data = dataset
+        self.strategy = strategy
+        self.save_dir = save_dir
+        self.log = log
+        self.chief = is_chief(strategy)
+        self.replicas = strategy.num_replicas_in_sync
+        self.global_batch = config.batch_size * self.replicas
+        if self.global_batch > dataset.train_size:
+            raise ConfigError(f"--batch_size={config.batch_size} x {self.replicas} replicas "
+                              f"exceeds the {dataset.train_size} training images")
+        if config.class_conditional and not dataset.num_classes:
+            raise ConfigError(f"--class_conditional: dataset {dataset.name!r} has no labels")
+        num_classes = dataset.num_classes if config.class_conditional else None
+        with strategy.scope():
+            self.model = build_model(config.model, dataset.image_shape, num_classes=num_classes,
+                                     **config.model_options)
+            self.model.build_all()
+            # Shadows before DDI, as the original (their g and b start at 1 and 0).
+            self.step = TrainStep(self.model, config.learning_rate, config.lr_decay,
+                                  config.adam_epsilon, config.polyak_decay)
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.ema, self.optimizer = self.step.ema, self.step.optimizer
+        self.checkpoint = runs.checkpoint(self.model, self.ema.shadows, self.optimizer,
+                                          self.epoch)
+        ckpt_dir = os.path.join(save_dir, runs.CHECKPOINTS)
+        if not self.chief:  # every worker must write; only the chief's copy is kept
+            ckpt_dir = tempfile.mkdtemp(prefix="pixelcnn_worker_ckpt_")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=3)
+        self._loss_and_grads = tf.function(self._replica_loss_and_grads, jit_compile=True) \
+            if config.jit_compile else self._replica_loss_and_grads
+        self.train_step = tf.function(self._distributed_train_step)
+
+    # -- run metadata -----------------------------------------------------------------------
+
+    def check_save_dir(self):
+        """Refuse a save dir that holds a different model; write run.json for a new one."""
+        path = os.path.join(self.save_dir, runs.RUN_FILE)
+        new = runs.run_metadata(self.model, self.data, self.config)
+        if tf.io.gfile.exists(path):
+            old = atomic.read_json(path)
+            for key in ("model", "model_options", "image_shape"):
+                if old.get(key) != new[key]:
+                    raise CheckpointError(
+                        f"--save_dir={self.save_dir!r} holds a run with a different {key} "
+                        f"({_short(old.get(key))} vs {_short(new[key])}); use another save_dir")
+        elif self.chief:
+            tf.io.gfile.makedirs(self.save_dir)
+            atomic.write_json(path, new)
+
+    # -- init and restore -------------------------------------------------------------------
+
+    def restore_or_initialize(self):
+        """Resume from the latest checkpoint, or start a fresh run: from the weights of
+        `config.init_from_tf1_checkpoint`, else with data-dependent init."""
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self.log(f"resumed from {latest}: step {int(self.optimizer.iterations.numpy())}, "
+                     f"epoch {int(self.epoch.numpy())}")
+            return True
+        if self.config.init_from_tf1_checkpoint:
+            self.load_tf1()
+            return False
+        images, labels = next(iter(data_lib.batches(
+            self.data.train, self.config.init_batch_size, self.config.seed, self.data.train_size)))
+        with self.strategy.scope():  # cross-replica: every replica gets the same g and b
+            self.model.initialize(images.numpy(), class_label=self._labels(labels.numpy()))
+        self.log(f"data-dependent init on {self.config.init_batch_size} training images")
+        return False
+
+    def load_tf1(self):
+        """Weights of the original TF1 checkpoint `config.init_from_tf1_checkpoint`; the Polyak
+        average restarts from them."""
+        from pixel_cnn_pp.runtime import tf1_checkpoint
+        ckpt = tf1_checkpoint.read(self.config.init_from_tf1_checkpoint)
+        tf1_checkpoint.assign(self.model, ckpt, self.config.tf1_weights)
+        self.ema.reset()
+        self.log(f"loaded the {self.config.tf1_weights} weights of TF1 checkpoint {ckpt.path}")
+
+    def _labels(self, labels):
+        return labels if self.model.num_classes else None
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _replica_loss_and_grads(self, images, labels):
+        with tf.GradientTape() as tape:
+            loss = self.step.loss(images, self._labels(labels))
+        return loss, tape.gradient(loss, self.model.trainable_variables)
+
+    def _replica_train_step(self, images, labels):
+        loss, grads = self._loss_and_grads(images, labels)
+        self.step.apply(grads)  # Keras sums the replicas' gradients
+        return loss
+
+    def _distributed_train_step(self, batch):
+        losses = self.strategy.run(self._replica_train_step, args=batch)
+        self.step.update_average()  # cross-replica: one assign reaches every copy
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    def distribute(self, split, seed):
+        """Global batches of a split for `train_step`, shuffled with `seed` (None: in order)."""
+        size = None if seed is None else self.data.train_size
+        return self.strategy.experimental_distribute_dataset(
+            data_lib.batches(split, self.global_batch, seed, size))
+
+    # -- loops ------------------------------------------------------------------------------
+
+    def evaluate(self, split="test"):
+        """Bits/dim of a split with the Polyak weights, dropout off."""
+        with self.ema.averaged():
+            return evaluate(self.model, self.data.test if split == "test" else self.data.train,
+                            self.strategy, self.global_batch, split)
+
+    def sample(self, num_samples, seed):
+        """uint8 samples with the Polyak weights (cached sampler)."""
+        with self.ema.averaged():
+            return self.model.sample(num_samples, seed, sample_labels(self.model, num_samples))
+
+    def train(self):
+        """Train to `max_epochs`, resuming if the save dir holds a checkpoint. Returns the last
+        test bits/dim."""
+        config = self.config
+        self.check_save_dir()
+        self.restore_or_initialize()
+        writers = self._summary_writers()
+        steps_per_epoch = self.data.train_size // self.global_batch
+        if config.steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
+        test_bpd = None
+        for epoch in range(int(self.epoch.numpy()), config.max_epochs):
+            bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["bpd", "img/s"],
+                                      verbose=1 if self.chief else 0)
+            start, total = time.time(), 0.0
+            # next() exactly steps_per_epoch times: reaching the end of a distributed
+            # iterator after training steps was measured to stall for seconds.
+            batches = iter(self.distribute(self.data.train, config.seed + epoch))
+            for step in range(steps_per_epoch):
+                nats = float(self.train_step(next(batches)))
+                if not math.isfinite(nats):
+                    raise TrainingError(
+                        f"loss is {nats} at step {int(self.optimizer.iterations.numpy())} "
+                        f"(epoch {epoch}); stopped. Last good checkpoint: "
+                        f"{self.manager.latest_checkpoint or 'none'}")
+                total += nats
+                bar.update(step + 1, [("bpd", bits_per_dim(self.model, nats, self.global_batch)),
+                                      ("img/s", (step + 1) * self.global_batch
+                                       / (time.time() - start))])
+            seconds = time.time() - start
+            train_bpd = bits_per_dim(self.model, total, steps_per_epoch * self.global_batch)
+            images_per_s = steps_per_epoch * self.global_batch / seconds
+            test_bpd = self.evaluate("test")
+            self.epoch.assign(epoch + 1)
+            self.log(f"epoch {epoch + 1}/{config.max_epochs}: train {train_bpd:.4f} bits/dim, "
+                     f"test {test_bpd:.4f} bits/dim (EMA), {images_per_s:.1f} images/s, "
+                     f"{seconds:.1f}s")
+            step = int(self.optimizer.iterations.numpy())
+            if writers:
+                with writers["train"].as_default(step=step):
+                    tf.summary.scalar("bits_per_dim", train_bpd)
+                    tf.summary.scalar("learning_rate",
+                                      float(self.optimizer.learning_rate.numpy()))
+                    tf.summary.scalar("images_per_second", images_per_s)
+                with writers["test"].as_default(step=step):
+                    tf.summary.scalar("bits_per_dim", test_bpd)
+            if (epoch + 1) % config.save_interval == 0 or epoch + 1 == config.max_epochs:
+                self.save(writers, epoch + 1)
+        return test_bpd
+
+    def save(self, writers, epoch):
+        """Checkpoint (atomic: TF renames complete files, then updates its index) and samples."""
+        path = self.manager.save(checkpoint_number=int(self.optimizer.iterations.numpy()))
+        self.log(f"saved {path}")
+        images = self.sample(self.config.num_samples, self.config.seed)
+        if self.chief:
+            samples.write(self.save_dir, images, f"samples_epoch_{epoch:04d}")
+            if writers:
+                with writers["test"].as_default(step=int(self.optimizer.iterations.numpy())):
+                    tf.summary.image("samples", samples.image_grid(images)[None])
+
+    def _summary_writers(self):
+        if not self.chief:
+            return None
+        root = os.path.join(self.save_dir, "tensorboard")
+        return {s: tf.summary.create_file_writer(os.path.join(root, s)) for s in ("train", "test")}
+
+
+def _short(value):
+    text = str(value)
+    return text if len(text) < 80 else text[:77] + "..."
