@@ -24,6 +24,9 @@ flags.DEFINE_string("from_tf1_checkpoint", None,
                     "a training run; the architecture is read from it.")
 flags.DEFINE_enum("tf1_weights", "ema", ["ema", "raw"],
                   "Weights of --from_tf1_checkpoint: Polyak (EMA) shadows or raw.")
+flags.DEFINE_integer("max_samples", 256,
+                     "Most images one request of the `sample` signature may ask for (bounds the "
+                     "memory and time of a request; recorded in metadata.json).")
 flags.DEFINE_integer("image_size", 32, "Height and width of the images of --from_tf1_checkpoint.")
 flags.DEFINE_enum("resnet_nonlinearity", None, ["elu", "relu"],
                   "For --from_tf1_checkpoint: relu if the original ran with it (its shapes "
@@ -46,9 +49,10 @@ def main(argv):
         if F.from_tf1_checkpoint:
             path = export_tf1_checkpoint(F.from_tf1_checkpoint, F.export_dir, F.version,
                                          F.overwrite, (F.image_size, F.image_size),
-                                         F.tf1_weights, F.resnet_nonlinearity)
+                                         F.tf1_weights, F.resnet_nonlinearity, F.max_samples)
         else:
-            path = export_run(F.checkpoint_dir, F.export_dir, F.version, F.overwrite)
+            path = export_run(F.checkpoint_dir, F.export_dir, F.version, F.overwrite,
+                              max_samples=F.max_samples)
     except UserError as e:  # bad flags, checkpoints, folders: one line; bugs: a traceback
         sys.exit(f"export.py: error: {e}")
     meta = describe(path)

@@ -78,6 +78,9 @@ flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_work
                   "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many replicas (testing).")
 flags.DEFINE_enum("eval_split", "test", ["test", "train"], "Split for --mode=eval.")
+flags.DEFINE_bool("allow_changed_hparams", False,
+                  "Resume a run with settings that differ from its run.json (recorded there with "
+                  "the step they changed at); without it such a resume is refused.")
 flags.DEFINE_bool("export_at_end", True,
                   "After training, export the EMA weights as a SavedModel to <save_dir>/export.")
 
@@ -133,7 +136,10 @@ def run():
     config, dataset_name, binarize, save_dir, tf1 = resolve_config()
     import keras
 
-    from pixel_cnn_pp.runtime import data, distribute, runs, samples, trainer
+    from pixel_cnn_pp.errors import CheckpointError
+    from pixel_cnn_pp.runtime import atomic, data, distribute, runs, samples, trainer
+    if F.mode != "eval":  # training and sampling write into it
+        atomic.check_writable_dir(save_dir, "save_dir", CheckpointError)
     devices = distribute.split_cpu(F.cpu_replicas) if F.cpu_replicas else None
     strategy = distribute.make_strategy(F.strategy, devices)
     replicas = strategy.num_replicas_in_sync
@@ -157,7 +163,7 @@ def run():
         print(f"{config.model} on {dataset.name} {dataset.image_shape}: "
               f"{run_trainer.model.count_params():,} parameters, {replicas} replica(s), "
               f"global batch {run_trainer.global_batch}, save dir {save_dir}", flush=True)
-        run_trainer.train()
+        run_trainer.train(allow_changes=F.allow_changed_hparams)
         if F.export_at_end and run_trainer.chief:
             from pixel_cnn_pp.runtime.export import export_run
             path = export_run(save_dir, skip_if_current=True)
@@ -178,6 +184,7 @@ def run():
         raise ConfigError(f"the model has {model.num_classes} classes; --dataset={dataset.name} "
                           f"has {dataset.num_classes}")
     if F.mode == "eval":
+        trainer.check_data_fits(model, dataset, config.batch_size * replicas)
         split = dataset.test if F.eval_split == "test" else dataset.train
         bpd = trainer.evaluate(model, split, strategy, config.batch_size * replicas,
                                F.eval_split)

@@ -12,6 +12,8 @@ class Bernoulli:
     """One logit per channel: p(x_c = 1) = sigmoid(logit_c), channels independent given the
     logits. params: (..., C) logits."""
 
+    binary = True  # meaningful on 0/255 images only: anything else is thresholded at 0
+
     def __init__(self, channels=1):
         if int(channels) <= 0:
             raise ValueError(f"channels must be positive, got {channels}")

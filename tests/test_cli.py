@@ -6,7 +6,9 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import REPO
 from test_training import TINY_FLAGS, run_train
@@ -34,7 +36,8 @@ def test_save_dir_of_another_model_is_refused_and_kept(tmp_path):
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     result = run_train(TINY_FLAGS + ["--max_epochs=2", "--nr_filters=16", save])
     assert result.returncode != 0
-    assert "holds a run with a different model_options" in result.stderr.strip().splitlines()[-1]
+    assert ("holds a different run: --nr_filters=16 (the run: 8)"
+            in result.stderr.strip().splitlines()[-1])
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
@@ -66,3 +69,17 @@ def test_multi_worker_trains_over_two_local_processes(tmp_path):
     assert "2 replica(s), global batch 16" in chief_out
     assert "epoch 1/1" in chief_out
     assert (tmp_path / "checkpoints" / "checkpoint").exists()
+    # The workers trained one model together: the chief's weights are those of the same run
+    # on two mirrored replicas of one process (same seed, data and global batch). Adam's first
+    # steps turn float noise of near-zero gradient sums into differences of up to ~lr, so a few
+    # entries may differ by that much; workers that did not sync would differ everywhere.
+    mirrored = run_train(TINY_FLAGS + ["--cpu_replicas=2", "--max_epochs=1",
+                                       f"--save_dir={tmp_path / 'mirrored'}"])
+    assert mirrored.returncode == 0, mirrored.stderr[-2000:]
+    weights = [tf.train.load_checkpoint(str(folder / "checkpoints")) for folder in
+               (tmp_path, tmp_path / "mirrored")]
+    names = [n for n in weights[0].get_variable_to_shape_map() if n.startswith("variables/")]
+    diffs = np.concatenate([np.abs(weights[0].get_tensor(n) - weights[1].get_tensor(n)).ravel()
+                            for n in names])
+    assert len(names) > 100 and diffs.max() < 4e-3 and np.mean(diffs > 1e-5) < 0.01, (
+        diffs.max(), np.mean(diffs > 1e-5))

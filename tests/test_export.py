@@ -2,8 +2,10 @@
 process that never imports this project, core ops only, versions and bad input."""
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -46,14 +48,19 @@ def test_layout_and_metadata(exported):
     assert path.endswith(os.sep + "1")
     meta = json.loads(open(os.path.join(path, "assets.extra", "metadata.json")).read())
     assert meta["image_shape"] == [8, 8, 3] and meta["training_step"] == 7
-    assert meta["config"]["nr_filters"] == 8 and meta == describe(path)
+    assert meta["max_samples"] == 256
+    model = exported["plain"][0]
+    assert meta["config"] == json.loads(json.dumps(model.get_config()))  # the model's own
+    assert meta["model"] == "PixelCNNpp" and meta["num_classes"] is None
     assert not [d for d in os.listdir(os.path.dirname(path)) if d.startswith(".tmp")]
 
 
 def test_saved_model_cli_show_lists_both_signatures(exported):
     text = saved_model_cli("show", "--all", "--dir", exported["cond"][1])
+    # Inputs are declared without a shape (the graph checks them, test below); the image shape
+    # is in metadata.json.
     for expected in ("signature_def['serving_default']", "signature_def['sample']",
-                     "inputs['images']", "DT_UINT8", "shape: (-1, 8, 8, 3)",
+                     "inputs['images']", "DT_UINT8", "shape: unknown_rank",
                      "inputs['class_label']", "outputs['bits_per_dim']", "DT_FLOAT",
                      "outputs['log_likelihood']", "inputs['num_samples']", "DT_INT32",
                      "inputs['seed']", "DT_INT64", "outputs['images']"):
@@ -138,13 +145,51 @@ def test_bad_inputs_are_refused_by_the_graph(exported):
     images = tf.constant(random_images((2, 8, 8, 3)))
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
         likelihood(images=tf.cast(images, tf.float32), class_label=tf.constant([0, 1]))
-    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
-        likelihood(images=tf.zeros((2, 4, 4, 3), tf.uint8), class_label=tf.constant([0, 1]))
+    for shape in ((2, 4, 4, 3), (2, 8, 8, 1), (8, 8, 3), (0, 8, 8, 3)):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"images must be uint8 \[batch >= 1, 8, 8, 3\]; given shape\] "
+                                 + re.escape(f"[{' '.join(map(str, shape))}]")):
+            likelihood(images=tf.zeros(shape, tf.uint8), class_label=tf.constant([0, 1]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"class_label must be in \[0, 3\)"):
         likelihood(images=images, class_label=tf.constant([0, 3]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples must be positive"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"one per image; given shape\] \[1\] \[for a batch of\] \[2\]"):
+        likelihood(images=images, class_label=tf.constant([0]))  # not broadcast silently
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"num_samples must be in \[1, 256\]"):
         sample(num_samples=tf.constant(0), seed=tf.constant(1, tf.int64),
                class_label=tf.constant(1))
+
+
+def test_a_grayscale_export_refuses_rgb_images_in_the_session_loader(tmp_path):
+    """saved_model_cli run is TF Serving's loader (a Session, which does not check signature
+    shapes): RGB images for a grayscale model are an error there too, not a bits/dim."""
+    model = small_pixelcnn(image_shape=(8, 8, 1), nr_filters=4, nr_logistic_mix=1)
+    path = export_model(model, str(tmp_path / "gray"))
+    np.save(tmp_path / "rgb.npy", np.zeros((2, 8, 8, 3), np.uint8))
+    result = subprocess.run(
+        ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve", "--signature_def",
+         "serving_default", "--inputs", f"images={tmp_path / 'rgb.npy'}"],
+        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        timeout=300)
+    assert result.returncode != 0
+    assert "images must be uint8 [batch >= 1, 8, 8, 1]; given shape] [2 8 8 3]" in result.stderr
+
+
+def test_a_huge_sample_request_is_refused_at_once(tmp_path):
+    """num_samples above the export's max_samples fails before any allocation: within seconds
+    and without growing the process (it once took 22.5 GB before the kernel killed it)."""
+    model = small_pixelcnn(image_shape=(8, 8, 1), nr_filters=4, nr_logistic_mix=1)
+    path = export_model(model, str(tmp_path / "m"), max_samples=8)
+    assert describe(path)["max_samples"] == 8
+    sample = tf.saved_model.load(path).signatures["sample"]
+    sample(num_samples=tf.constant(8), seed=tf.constant(1, tf.int64))  # the bound itself works
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.time()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"num_samples must be in \[1, 8\]"):
+        sample(num_samples=tf.constant(2_000_000_000), seed=tf.constant(1, tf.int64))
+    assert time.time() - start < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
 
 
 def test_versions_and_overwrite(tmp_path):

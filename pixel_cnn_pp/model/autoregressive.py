@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from pixel_cnn_pp.errors import ConfigError
+from pixel_cnn_pp.errors import ConfigError, DataError
 from pixel_cnn_pp.model import sampling
 from pixel_cnn_pp.model.passes import INIT
 
@@ -58,26 +58,42 @@ class AutoregressiveModel(keras.Model):
     # -- input checks -----------------------------------------------------------------------
 
     def _check_images(self, images):
-        shape = tuple(images.shape[1:])
-        if shape != self.image_shape:
-            raise ValueError(f"images have shape {tuple(images.shape)}; this model takes "
-                             f"(batch, {', '.join(map(str, self.image_shape))})")
-        if str(images.dtype) != "uint8":
-            raise ValueError(f"images must be uint8 in [0, 255], got dtype {images.dtype}")
+        """uint8 images (B, H, W, C) of this model's shape, B >= 1, as an array, a tensor or
+        nested lists; returned as given (lists as an array)."""
+        if isinstance(images, (list, tuple)):
+            images = np.asarray(images)
+        dtype = keras.backend.standardize_dtype(images.dtype)
+        if dtype != "uint8":
+            raise DataError(f"images must be uint8 in [0, 255], got dtype {dtype}")
+        shape = tuple(images.shape)
+        if len(shape) != 4 or shape[1:] != self.image_shape:
+            raise DataError(f"images have shape {shape}; this model takes "
+                            f"(batch, {', '.join(map(str, self.image_shape))})")
+        if shape[0] == 0:
+            raise DataError("images is an empty batch (0 images)")
+        return images
 
     def _check_labels(self, class_label, batch):
+        """(batch,) int32 labels from one int (for every image) or one per image, or None."""
         if self.num_classes is None:
             if class_label is not None:
-                raise ValueError("class_label given, but the model is unconditional")
+                raise DataError("class_label given, but the model is unconditional")
             return None
         if class_label is None:
-            raise ValueError(f"the model is class-conditional ({self.num_classes} classes): "
-                             "pass class_label")
-        labels = np.broadcast_to(np.asarray(class_label, dtype="int32"), (batch,))
+            raise DataError(f"the model is class-conditional ({self.num_classes} classes): "
+                            "pass class_label")
+        labels = np.asarray(ops.convert_to_numpy(class_label))
+        if labels.dtype.kind not in "iu":  # floats would be truncated silently
+            raise DataError(f"class_label must be integers, got dtype {labels.dtype}")
+        if labels.ndim == 0:
+            labels = np.full((batch,), labels)
+        elif labels.shape != (batch,):
+            raise DataError(f"class_label has shape {labels.shape}; expected one int or "
+                            f"({batch},), one per image")
         if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"class_label must be in [0, {self.num_classes}), "
-                             f"got values in [{labels.min()}, {labels.max()}]")
-        return labels
+            raise DataError(f"class_label must be in [0, {self.num_classes}), "
+                            f"got values in [{labels.min()}, {labels.max()}]")
+        return labels.astype("int32")
 
     def conditioning(self, class_label):
         """One-hot conditioning vector h (B, K) of the original, or None."""
@@ -106,7 +122,7 @@ class AutoregressiveModel(keras.Model):
         original. Run eagerly; under a tf.distribute strategy, call it inside `strategy.scope()`
         and outside `strategy.run` so every replica receives the same values.
         """
-        self._check_images(images)
+        images = self._check_images(images)
         labels = self._check_labels(class_label, images.shape[0])
         return self(images_to_float(images), class_label=labels, training=True, ctx=INIT)
 
@@ -120,7 +136,7 @@ class AutoregressiveModel(keras.Model):
 
     def log_likelihood(self, images, class_label=None):
         """log p(images) in nats, (B,), for uint8 images (B, H, W, C)."""
-        self._check_images(images)
+        images = self._check_images(images)
         labels = self._check_labels(class_label, images.shape[0])
         return -self.nll(images_to_float(images), labels)
 
@@ -140,8 +156,9 @@ class AutoregressiveModel(keras.Model):
         within ~1e-6 of a level boundary may round to the neighbouring level).
         "auto": fast where available.
         """
-        if int(num_samples) <= 0:
-            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+                or num_samples <= 0:
+            raise DataError(f"num_samples must be a positive integer, got {num_samples!r}")
         if method not in ("auto", "fast", "naive"):
             raise ValueError(f"method={method!r} is not one of 'auto', 'fast', 'naive'")
         fast = hasattr(self, "row_phase")

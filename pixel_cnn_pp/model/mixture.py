@@ -130,6 +130,8 @@ class DiscretizedMixLogistic:
     the same likelihood and sampling code.
     """
 
+    binary = False  # a distribution over all 256 levels
+
     def __init__(self, nr_mix, channels=3):
         if int(nr_mix) <= 0:
             raise ConfigError(f"nr_logistic_mix must be positive, got {nr_mix}")

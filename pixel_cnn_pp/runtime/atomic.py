@@ -45,3 +45,30 @@ def replace_dir(tmp_dir, final_dir):
     os.replace(tmp_dir, final_dir)
     if old:
         shutil.rmtree(old)
+
+
+def check_writable_dir(path, flag, error):
+    """Refuse, before any work, a folder that cannot be written: a file, or a folder (or its
+    nearest existing parent) without write permission. `error`: the UserError class to raise."""
+    if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+        raise error(f"--{flag}={path!r} is a file, not a folder")
+    if "://" in path:  # remote storage (gs://...): the first write reports its permissions
+        return
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise error(f"--{flag}={path!r} cannot be created: {probe!r} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise error(f"--{flag}={path!r} is not writable ({probe!r}: permission denied)")
+
+
+def pid_alive(pid):
+    """Whether a process `pid` runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True

@@ -150,6 +150,13 @@ def _read_images(root):
     return np.stack(images)
 
 
+def is_binary(split):
+    """Whether every pixel of a split is 0 or 255 (one pass over it)."""
+    def binary(image, label):
+        return tf.reduce_all((image == 0) | (image == 255))
+    return bool(split.map(binary).reduce(True, lambda all_so_far, b: all_so_far & b))
+
+
 def batches(dataset, batch_size, shuffle_seed=None, size=None):
     """Batch a split: shuffled with `shuffle_seed` (None: keep order), last batch dropped."""
     if shuffle_seed is not None:

@@ -39,53 +39,112 @@ def next_version(export_dir):
     return max(versions, default=0) + 1
 
 
-def _check_labels(model, class_label):
-    k = model.num_classes
-    return [tf.debugging.assert_greater_equal(class_label, 0, message=f"class_label must be in [0, {k})"),
-            tf.debugging.assert_less(class_label, k, message=f"class_label must be in [0, {k})")]
+DEFAULT_MAX_SAMPLES = 256  # per `sample` request: bounds the memory and time one request takes
 
 
-def _signatures(model):
-    """(name, function, input signature) of each endpoint."""
+def _check(condition, message, *values):
+    """A graph assertion whose error names the input, what is expected and what was given."""
+    return tf.debugging.Assert(condition, [message, *values], summarize=8)
+
+
+def _shape_of(tensor, rank):
+    """(the dynamic shape, a length-`rank` view of it that exists for any given rank)."""
+    shape = tf.shape(tensor)
+    return shape, tf.pad(shape, [[0, rank]])[:rank]
+
+
+def _check_images(model, images):
     h, w, c = model.image_shape
-    images = tf.TensorSpec([None, h, w, c], tf.uint8, name="images")
-    n = tf.TensorSpec([], tf.int32, name="num_samples")
-    seed = tf.TensorSpec([], tf.int64, name="seed")
+    shape, padded = _shape_of(images, 4)
+    ok = tf.logical_and(tf.equal(tf.size(shape), 4),
+                        tf.reduce_all(tf.equal(padded[1:], [h, w, c])))
+    return [_check(tf.logical_and(ok, padded[0] > 0),
+                   f"images must be uint8 [batch >= 1, {h}, {w}, {c}]; given shape", shape)]
+
+
+def _check_labels(model, class_label, batch=None):
+    """class_label: a scalar (`batch` None: the sample signature) or one int per image, in
+    [0, num_classes); the range is checked after the shape."""
+    k = model.num_classes
+    shape, padded = _shape_of(class_label, 1)
+    if batch is None:
+        shape_ok = tf.equal(tf.size(shape), 0)
+        shape_check = _check(shape_ok, "class_label must be an int32 scalar; given shape", shape)
+    else:
+        shape_ok = tf.logical_and(tf.equal(tf.size(shape), 1), tf.equal(padded[0], batch))
+        shape_check = _check(shape_ok, "class_label must be int32 [batch], one per image; "
+                                       "given shape", shape, "for a batch of", batch)
+    with tf.control_dependencies([shape_check]):
+        return [_check(tf.reduce_all((class_label >= 0) & (class_label < k)),
+                       f"class_label must be in [0, {k}); given", class_label)]
+
+
+def _signatures(model, max_samples):
+    """(name, function, input signature) of each endpoint. Inputs are declared without a
+    shape and checked in the graph: a Session (TF Serving's loader) does not check the shapes
+    of a signature, and a declared shape would let the checks be folded away."""
+    images = tf.TensorSpec(None, tf.uint8, name="images")
+    n = tf.TensorSpec(None, tf.int32, name="num_samples")
+    seed = tf.TensorSpec(None, tf.int64, name="seed")
     norm = math.log(2.0) * model.num_dims
 
     # Optional inputs as *args: Keras binds the input signature to parameters without defaults.
     def likelihood(images, *label):
         class_label = label[0] if label else None
-        with tf.control_dependencies(_check_labels(model, class_label) if model.num_classes else []):
+        checks = _check_images(model, images)
+        if model.num_classes:
+            with tf.control_dependencies(checks):
+                checks = _check_labels(model, class_label, tf.shape(images)[0])
+        with tf.control_dependencies(checks):
+            images = tf.ensure_shape(tf.identity(images), [None, *model.image_shape])
+            if class_label is not None:
+                class_label = tf.identity(class_label)
             nats = model.nll(images_to_float(images), class_label)
         return {"log_likelihood": -nats, "bits_per_dim": nats / norm}
 
     def sample(num_samples, seed, *label):
         class_label = label[0] if label else None
-        checks = [tf.debugging.assert_positive(num_samples, message="num_samples must be positive")]
-        if model.num_classes:
-            checks += _check_labels(model, class_label)
+        checks = [_check(tf.equal(tf.size(tf.shape(num_samples)), 0),
+                         "num_samples must be an int32 scalar; given shape",
+                         tf.shape(num_samples)),
+                  _check(tf.equal(tf.size(tf.shape(seed)), 0),
+                         "seed must be an int64 scalar; given shape", tf.shape(seed))]
+        with tf.control_dependencies(checks):  # before any allocation that depends on them
+            num_samples, seed = tf.reshape(num_samples, []), tf.reshape(seed, [])
+            checks = [_check((num_samples >= 1) & (num_samples <= max_samples),
+                             f"num_samples must be in [1, {max_samples}] (the export's "
+                             "max_samples); given", num_samples)]
+            if model.num_classes:
+                checks += _check_labels(model, class_label)
         with tf.control_dependencies(checks):
+            if class_label is not None:
+                class_label = tf.reshape(class_label, [])
             return {"images": sample_images(model, tf.identity(num_samples), seed, class_label)}
 
     if model.num_classes:
-        labels = tf.TensorSpec([None], tf.int32, name="class_label")
-        label = tf.TensorSpec([], tf.int32, name="class_label")
-        return [("serving_default", likelihood, [images, labels]), ("sample", sample, [n, seed, label])]
+        labels = tf.TensorSpec(None, tf.int32, name="class_label")
+        return [("serving_default", likelihood, [images, labels]),
+                ("sample", sample, [n, seed, labels])]
     return [("serving_default", likelihood, [images]), ("sample", sample, [n, seed])]
 
 
-def export_model(model, export_dir, version=None, overwrite=False, metadata=None):
-    """Write `model` (its current weights: pass the EMA weights) as `export_dir/<version>/`.
-    Returns the version folder."""
+def export_model(model, export_dir, version=None, overwrite=False, metadata=None,
+                 max_samples=DEFAULT_MAX_SAMPLES):
+    """Write `model` (its current weights: pass the EMA weights) as `export_dir/<version>/`;
+    its `sample` signature refuses more than `max_samples` images per request. Returns the
+    version folder."""
     version = next_version(export_dir) if version is None else int(version)
     if version <= 0:
         raise ExportError(f"--version={version} must be a positive integer")
+    if int(max_samples) < 1:
+        raise ExportError(f"--max_samples={max_samples} must be a positive integer")
+    atomic.check_writable_dir(export_dir, "export_dir", ExportError)
     final = os.path.join(export_dir, str(version))
     if tf.io.gfile.exists(final) and not overwrite:
         raise ExportError(f"{final!r} exists; pass --overwrite to replace it or choose --version")
     tf.io.gfile.makedirs(export_dir)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
+    _remove_stale_tmp(export_dir)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-{os.getpid()}-", dir=export_dir)
     try:
         # A plain tf.Module that tracks the variables themselves: tracking the Keras model
         # would also trace its default `call(x)` signature (no class_label), and without the
@@ -93,7 +152,7 @@ def export_model(model, export_dir, version=None, overwrite=False, metadata=None
         module = tf.Module()
         module.model_variables = [v.value for v in model.variables]
         signatures = {}
-        for name, fn, signature in _signatures(model):
+        for name, fn, signature in _signatures(model, int(max_samples)):
             function = tf.function(fn, input_signature=signature)
             setattr(module, name, function)
             signatures[name] = function.get_concrete_function()
@@ -101,7 +160,8 @@ def export_model(model, export_dir, version=None, overwrite=False, metadata=None
         tf.io.gfile.makedirs(os.path.join(tmp, "assets.extra"))
         meta = {"model": type(model).__name__, "config": model.get_config(),
                 "image_shape": list(model.image_shape), "num_classes": model.num_classes,
-                "signatures": ["serving_default", "sample"], **(metadata or {})}
+                "signatures": ["serving_default", "sample"], "max_samples": int(max_samples),
+                **(metadata or {})}
         atomic.write_json(os.path.join(tmp, METADATA_FILE), meta)
         _write_warmup(model, os.path.join(tmp, WARMUP_FILE))
         atomic.replace_dir(tmp, final)
@@ -109,6 +169,15 @@ def export_model(model, export_dir, version=None, overwrite=False, metadata=None
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
     return final
+
+
+def _remove_stale_tmp(export_dir):
+    """Remove `.tmp-<version>-<pid>-*` folders of exports whose process is gone (killed while
+    writing); a live export's folder is left alone."""
+    for name in os.listdir(export_dir):
+        match = re.fullmatch(r"\.tmp-\d+-(\d+)-.*", name)
+        if match and not atomic.pid_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
 
 
 def _write_warmup(model, path):
@@ -130,7 +199,8 @@ def _write_warmup(model, path):
     return True
 
 
-def export_run(save_dir, export_dir=None, version=None, overwrite=False, skip_if_current=False):
+def export_run(save_dir, export_dir=None, version=None, overwrite=False, skip_if_current=False,
+               max_samples=DEFAULT_MAX_SAMPLES):
     """Export the EMA weights of the latest checkpoint of a training run. With
     `skip_if_current`, return the newest version instead if it already holds that step."""
     export_dir = export_dir or os.path.join(save_dir, "export")
@@ -141,11 +211,12 @@ def export_run(save_dir, export_dir=None, version=None, overwrite=False, skip_if
         return newest
     metadata = {"kind": run.model.name, "dataset": run.metadata["dataset"],
                 "training_step": run.step, "weights": "polyak_average"}
-    return export_model(run.model, export_dir, version, overwrite, metadata)
+    return export_model(run.model, export_dir, version, overwrite, metadata, max_samples)
 
 
 def export_tf1_checkpoint(path, export_dir, version=None, overwrite=False, image_size=(32, 32),
-                         weights="ema", resnet_nonlinearity=None):
+                         weights="ema", resnet_nonlinearity=None,
+                         max_samples=DEFAULT_MAX_SAMPLES):
     """Export an original TF1 checkpoint (openai/pixel-cnn, pixelsnail-public) directly."""
     from pixel_cnn_pp.runtime import tf1_checkpoint
     model = tf1_checkpoint.load_model(path, image_size, weights, resnet_nonlinearity)
@@ -154,7 +225,7 @@ def export_tf1_checkpoint(path, export_dir, version=None, overwrite=False, image
                 "source": f"tf1 checkpoint {tf1_checkpoint.resolve_path(path)}",
                 "training_step": None,
                 "weights": "polyak_average" if weights == "ema" else "raw"}
-    return export_model(model, export_dir, version, overwrite, metadata)
+    return export_model(model, export_dir, version, overwrite, metadata, max_samples)
 
 
 def describe(path):

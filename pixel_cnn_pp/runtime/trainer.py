@@ -7,6 +7,7 @@ batch is split; the Polyak (EMA) weights are used for test bits/dim and sampling
 itself (loss, Adam, Polyak) is `pixel_cnn_pp.model.train_step.TrainStep`, shared with the JAX
 benchmark.
 """
+import contextlib
 import math
 import os
 import tempfile
@@ -53,6 +54,25 @@ def evaluate(model, split, strategy, global_batch, name="test"):
     return bits_per_dim(model, total, count)
 
 
+def check_data_fits(model, dataset, global_batch, init_batch_size=None):
+    """Refuse, before any work, data that a run cannot use: a split smaller than one global
+    batch (the last partial batch is dropped, so nothing would be evaluated), an init batch
+    larger than the training set, or non-binary images for a binary output (a Bernoulli
+    likelihood of thresholded images would be a meaningless, attractive number)."""
+    for split, size in (("train", dataset.train_size), ("test", dataset.test_size)):
+        if size < global_batch:
+            raise DataError(f"the {split} split of --dataset={dataset.name} has {size} images, "
+                            f"fewer than one global batch ({global_batch} = --batch_size x "
+                            "replicas); lower --batch_size")
+    if init_batch_size is not None and init_batch_size > dataset.train_size:
+        raise DataError(f"--init_batch_size={init_batch_size} exceeds the {dataset.train_size} "
+                        f"training images of --dataset={dataset.name}")
+    if model.distribution.binary and not (dataset.binarized or data_lib.is_binary(dataset.train)):
+        raise DataError(f"{model.name} has a binary output (--output=bernoulli) but "
+                        f"--dataset={dataset.name} has pixels other than 0 and 255; pass "
+                        "--binarize or use binary images")
+
+
 def sample_labels(model, num_samples):
     """Labels of a sample grid: class-conditional models cycle through their classes."""
     if not model.num_classes:
@@ -72,9 +92,6 @@ class Trainer:
         self.chief = is_chief(strategy)
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = config.batch_size * self.replicas
-        if self.global_batch > dataset.train_size:
-            raise ConfigError(f"--batch_size={config.batch_size} x {self.replicas} replicas "
-                              f"exceeds the {dataset.train_size} training images")
         if config.class_conditional and not dataset.num_classes:
             raise ConfigError(f"--class_conditional: dataset {dataset.name!r} has no labels")
         num_classes = dataset.num_classes if config.class_conditional else None
@@ -82,6 +99,7 @@ class Trainer:
             self.model = build_model(config.model, dataset.image_shape, num_classes=num_classes,
                                      **config.model_options)
             self.model.build_all()
+            check_data_fits(self.model, dataset, self.global_batch, config.init_batch_size)
             # Shadows before DDI, as the original (their g and b start at 1 and 0).
             self.step = TrainStep(self.model, config.learning_rate, config.lr_decay,
                                   config.adam_epsilon, config.polyak_decay)
@@ -89,40 +107,58 @@ class Trainer:
         self.ema, self.optimizer = self.step.ema, self.step.optimizer
         self.checkpoint = runs.checkpoint(self.model, self.ema.shadows, self.optimizer,
                                           self.epoch)
-        ckpt_dir = os.path.join(save_dir, runs.CHECKPOINTS)
-        if not self.chief:  # every worker must write; only the chief's copy is kept
-            ckpt_dir = tempfile.mkdtemp(prefix="pixelcnn_worker_ckpt_")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=3)
+        self.ckpt_dir = os.path.join(save_dir, runs.CHECKPOINTS)
+        self.manager = None  # opened by restore_or_initialize, once the save dir is checked
         self._loss_and_grads = tf.function(self._replica_loss_and_grads, jit_compile=True) \
             if config.jit_compile else self._replica_loss_and_grads
         self.train_step = tf.function(self._distributed_train_step)
 
     # -- run metadata -----------------------------------------------------------------------
 
-    def check_save_dir(self):
-        """Refuse a save dir that holds a different model; write run.json for a new one."""
+    def check_save_dir(self, allow_changes=False):
+        """Refuse a save dir that holds a different run (model, data or any hyper-parameter
+        but those of `runs.FREE_TO_CHANGE`), naming each difference, unless `allow_changes`:
+        then run.json takes the new settings and records the change and its step. A new save
+        dir gets its run.json."""
         path = os.path.join(self.save_dir, runs.RUN_FILE)
         new = runs.run_metadata(self.model, self.data, self.config)
-        if tf.io.gfile.exists(path):
-            old = atomic.read_json(path)
-            for key in ("model", "model_options", "image_shape"):
-                if old.get(key) != new[key]:
-                    raise CheckpointError(
-                        f"--save_dir={self.save_dir!r} holds a run with a different {key} "
-                        f"({_short(old.get(key))} vs {_short(new[key])}); use another save_dir")
-        elif self.chief:
-            tf.io.gfile.makedirs(self.save_dir)
+        if not tf.io.gfile.exists(path):
+            if self.chief:
+                tf.io.gfile.makedirs(self.save_dir)
+                atomic.write_json(path, new)
+            return
+        old = atomic.read_json(path)
+        differences = runs.run_differences(old, new)
+        if differences and not allow_changes:
+            listed = ", ".join(f"--{key}={_short(value)} (the run: {_short(before)})"
+                               for key, before, value in differences[:4])
+            raise CheckpointError(
+                f"--save_dir={self.save_dir!r} holds a different run: {listed}; use another "
+                "save_dir, or --allow_changed_hparams to continue it with these settings")
+        if differences and self.chief:
+            step = _newest_step(self.save_dir)
+            new["changes"] = old.get("changes", []) + [
+                {"step": step, "setting": key, "from": before, "to": value}
+                for key, before, value in differences]
             atomic.write_json(path, new)
+            self.log(f"continuing with changed settings from step {step}: "
+                     + ", ".join(key for key, _, _ in differences))
 
     # -- init and restore -------------------------------------------------------------------
 
     def restore_or_initialize(self):
-        """Resume from the latest checkpoint, or start a fresh run: from the weights of
-        `config.init_from_tf1_checkpoint`, else with data-dependent init."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            self.log(f"resumed from {latest}: step {int(self.optimizer.iterations.numpy())}, "
+        """Resume from the newest readable checkpoint, or start a fresh run: from the weights
+        of `config.init_from_tf1_checkpoint`, else with data-dependent init. A save dir whose
+        checkpoints are all unreadable is refused, never started afresh."""
+        ckpt_dir = self.ckpt_dir
+        if self.chief:
+            runs.repair_state(ckpt_dir, self.log)
+        else:  # every worker must write; only the chief's copy is kept
+            ckpt_dir = tempfile.mkdtemp(prefix="pixelcnn_worker_ckpt_")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=3)
+        restored = runs.restore_newest(self.checkpoint, self.ckpt_dir, self.log)
+        if restored:
+            self.log(f"resumed from {restored}: step {int(self.optimizer.iterations.numpy())}, "
                      f"epoch {int(self.epoch.numpy())}")
             return True
         if self.config.init_from_tf1_checkpoint:
@@ -183,12 +219,16 @@ class Trainer:
         with self.ema.averaged():
             return self.model.sample(num_samples, seed, sample_labels(self.model, num_samples))
 
-    def train(self):
-        """Train to `max_epochs`, resuming if the save dir holds a checkpoint. Returns the last
-        test bits/dim."""
+    def train(self, allow_changes=False):
+        """Train to `max_epochs`, resuming if the save dir holds a checkpoint, while holding the
+        save dir's lock. Returns the last test bits/dim."""
+        with runs.RunLock(self.save_dir, self.log) if self.chief else contextlib.nullcontext():
+            self.check_save_dir(allow_changes)
+            self.restore_or_initialize()
+            return self._train_epochs()
+
+    def _train_epochs(self):
         config = self.config
-        self.check_save_dir()
-        self.restore_or_initialize()
         writers = self._summary_writers()
         steps_per_epoch = self.data.train_size // self.global_batch
         if config.steps_per_epoch:
@@ -249,6 +289,11 @@ class Trainer:
             return None
         root = os.path.join(self.save_dir, "tensorboard")
         return {s: tf.summary.create_file_writer(os.path.join(root, s)) for s in ("train", "test")}
+
+
+def _newest_step(save_dir):
+    newest = runs.checkpoint_files(os.path.join(save_dir, runs.CHECKPOINTS))
+    return int(newest[0].rsplit("-", 1)[-1]) if newest else 0
 
 
 def _short(value):
