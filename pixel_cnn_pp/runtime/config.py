@@ -58,8 +58,6 @@ def _check(name, value, ok, what):
 # Image shape of each named dataset (`data.load`; a folder's comes from its files).
 DATASET_SHAPES = {"cifar10": (32, 32, 3), "imagenet32": (32, 32, 3), "mnist": (28, 28, 1),
                   "digits": (8, 8, 1)}
-# Settings of a run that are not TrainConfig fields or model options.
-RUN_SETTINGS = ("dataset", "binarize")
 
 
 def from_settings(settings, **fixed):
