@@ -9,9 +9,9 @@ Needs no TensorFlow. The step is the one train.py runs: `TrainStep` of the prese
 decay and epsilon, the Polyak update with its decay), as one `jax.jit` of
 `TrainStep.stateless_step`. Reports images/s from the median synchronised step and from
 back-to-back steps (dispatched without waiting, synchronised once at the end), compile time and
-peak device memory, per batch size and precision. --sampling: 16 images, naive (one jitted full
-forward per pixel, --naive_pixels timed and scaled) vs the cached sampler. Prints a table and
-appends it to bench/RESULTS.md. Needs the project's metadata for its registry: `pip install -e .`
+peak device memory, per batch size and precision. --sampling: 16 and 256 images, naive (one
+jitted full forward per pixel, --naive_pixels timed and scaled) vs the cached sampler, warm, with
+its compile time apart. Prints a table and appends it to bench/RESULTS.md. Needs the project's metadata for its registry: `pip install -e .`
 or the `pixelcnn_keras.egg-info` folder of such an install beside the code.
 """
 import os
@@ -42,7 +42,7 @@ flags.DEFINE_list("precisions", ["float32", "bf16"], "float32 and/or bf16 (mixed
 flags.DEFINE_integer("steps", 10, "Timed steps after the compiling one (each way).")
 flags.DEFINE_integer("nr_resnet", 0, "Override the preset's nr_resnet (0: keep).")
 flags.DEFINE_integer("nr_filters", 0, "Override the preset's nr_filters (0: keep).")
-flags.DEFINE_bool("sampling", False, "Time sampling of 16 images instead of training.")
+flags.DEFINE_bool("sampling", False, "Time sampling of 16 and 256 images instead of training.")
 flags.DEFINE_integer("naive_pixels", 8, "--sampling: naive pixels timed and scaled.")
 F = flags.FLAGS
 POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
@@ -91,22 +91,31 @@ def train_row(precision, batch):
             f"{'%.1f GiB' % (peak / 2**30) if peak else 'n/a'} | {float(loss):.1f} |")
 
 
-def sampling_row():
+def sampling_rows():
+    """Naive (jitted forwards, scaled) and the cached sampler at 16 and 256 images: the first
+    call (compile included) and a second one, synchronised (model.sample returns numpy)."""
     step, _ = build("float32", 16)
     model = step.model
     forward = sampling.compiled_for(model, "bench_forward", lambda x: model(x)[:, 0, 0])
-    x = jnp.zeros((16, *model.image_shape))
-    forward(x).block_until_ready()
-    start = time.time()
-    for _ in range(F.naive_pixels):
-        forward(x).block_until_ready()
     pixels = model.image_shape[0] * model.image_shape[1]
-    naive = (time.time() - start) * pixels / F.naive_pixels
-    start = time.time()
-    model.sample(16, seed=1, method="fast")
-    fast = time.time() - start
-    return (f"| 16 images | {naive:.1f} s ({F.naive_pixels} of {pixels} pixels timed, scaled) | "
-            f"{fast:.1f} s (compile included) | {naive / fast:.1f}x |")
+    rows = []
+    for n in (16, 256):
+        x = jnp.zeros((n, *model.image_shape))
+        forward(x).block_until_ready()
+        start = time.time()
+        for _ in range(F.naive_pixels):
+            forward(x).block_until_ready()
+        naive = (time.time() - start) * pixels / F.naive_pixels
+        start = time.time()
+        model.sample(n, seed=1)
+        first = time.time() - start
+        start = time.time()
+        model.sample(n, seed=2)
+        warm = time.time() - start
+        rows.append(f"| {n} images | {naive:.2f} s ({F.naive_pixels} of {pixels} pixels timed, "
+                    f"scaled) | {warm:.2f} s | {first - warm:.0f} s | {naive / warm:.0f}x |")
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main(argv):
@@ -116,8 +125,8 @@ def main(argv):
             f"({device.device_kind}, JAX {jax.__version__}, Keras {keras.__version__}, "
             f"{platform.machine()}, {time.strftime('%Y-%m-%d')}): preset {F.preset}\n")
     if F.sampling:
-        lines = [head, "| what | naive | cached | speed-up |", "|---|---|---|---|",
-                 sampling_row()]
+        lines = [head, "| what | naive | cached (warm) | compile (first call - warm) | "
+                 "speed-up |", "|---|---|---|---|---|", *sampling_rows()]
     else:
         lines = [head, "| precision | batch | images/s (median step) | images/s (back to back) "
                  "| step (median) | first step (compile) | peak device memory | loss (nats) |",

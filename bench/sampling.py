@@ -1,19 +1,22 @@
-"""Sampling time of 16 images, naive (one full forward per pixel) vs cached (pixel_cnn_pp/model/sampling.py).
+"""Sampling time, all measured in one run: naive (one full forward per pixel), the cached sampler
+of the API (`model.sample`) and the SavedModel's `sample` signature (what TF Serving runs).
 
-    python bench/sampling.py --naive_pixels=4                 # PixelCNN++ paper configuration
-    python bench/sampling.py --preset=snail_cifar10 --naive_pixels=2    # PixelSNAIL, published
-    python bench/sampling.py --nr_resnet=1 --nr_filters=32 --naive_pixels=0   # both in full
+    python bench/sampling.py                                   # PixelCNN++ paper configuration
+    python bench/sampling.py --preset=snail_cifar10 --naive_pixels=2   # PixelSNAIL, published
+    python bench/sampling.py --batches=1,16,64                 # + time per image by batch size
+    python bench/sampling.py --nr_resnet=1 --nr_filters=32 --image_size=8 --naive_pixels=0
 
-Naive: the graph sampler the exports use (tf.while_loop of full forwards). With
---naive_pixels=N > 0 only N pixels are generated and the time is scaled to H*W pixels: every
-naive step is the same full forward, so its cost per pixel is constant. --naive_pixels=0 runs
-it to the end and also counts the sub-pixels where the images of the two samplers differ
-(the Python naive sampler, same seed: float rounding only). Prints one table row and appends
-it to bench/RESULTS.md.
+Naive: every step is the same full forward pass, so --naive_pixels=N > 0 times N jitted
+forwards and scales to H*W pixels; --naive_pixels=0 runs the naive sampler to the end and
+counts the sub-pixels where its images differ from the cached ones (float rounding only).
+Cached and SavedModel: the first call (trace/compile included) and a second call (warm) are
+reported apart; the SavedModel is loaded back with tf.saved_model.load and its images are
+compared with model.sample's for the same seed. Appends the tables to bench/RESULTS.md.
 """
 import os
 import platform
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,19 +41,15 @@ flags.DEFINE_integer("attn_rep", 0, "PixelSNAIL: override attn_rep (0: the paper
 flags.DEFINE_integer("image_size", 0, "Height and width (0: the preset dataset's).")
 flags.DEFINE_integer("num_samples", 16, "Images per run.")
 flags.DEFINE_integer("naive_pixels", 4, "Naive pixels to time and scale (0: all, and compare).")
+flags.DEFINE_bool("savedmodel", True, "Also export and time the SavedModel's sample signature.")
+flags.DEFINE_list("batches", [], "Batch sizes for time per image of the cached sampler.")
 F = flags.FLAGS
 
 
-def naive_graph_time(model, pixels):
-    """Seconds of the naive graph sampler for `pixels` pixels (after one traced warm-up)."""
-    h, w, c = model.image_shape
-    forward = tf.function(lambda x: model(x)[:, 0, 0])
-    x = tf.zeros((F.num_samples, h, w, c))
-    forward(x)  # trace
-    start = time.time()
-    for _ in range(pixels):
-        forward(x).numpy()
-    return time.time() - start
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
 
 
 def build():
@@ -66,38 +65,71 @@ def build():
     return model
 
 
+def naive_seconds(model, n):
+    """(seconds for all pixels, how), from N jitted forwards or the whole naive sampler."""
+    pixels = model.image_shape[0] * model.image_shape[1]
+    if F.naive_pixels:
+        forward = tf.function(lambda x: model(x)[:, 0, 0])
+        x = tf.zeros((n, *model.image_shape))
+        forward(x)  # trace
+        seconds, _ = timed(lambda: [forward(x).numpy() for _ in range(F.naive_pixels)])
+        return seconds * pixels / F.naive_pixels, f"{F.naive_pixels} of {pixels} pixels, scaled", None
+    seconds, images = timed(lambda: model.sample(n, seed=1, method="naive"))
+    return seconds, "all pixels", images
+
+
+def savedmodel_seconds(model, n, reference):
+    """(first call, second call, how many images equal model.sample's) of the export."""
+    from pixel_cnn_pp.runtime.export import export_model
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_model(model, folder, max_samples=max(n, 1))
+        loaded = tf.saved_model.load(path)
+        sample = loaded.signatures["sample"]
+
+        def call(seed):
+            return sample(num_samples=tf.constant(n), seed=tf.constant(seed, tf.int64))["images"]
+
+        first, images = timed(lambda: call(1).numpy())
+        second, _ = timed(lambda: call(2).numpy())
+    equal = int(np.sum(np.all(images == reference, axis=(1, 2, 3))))
+    return first, second, equal
+
+
 def main(argv):
     del argv
     model = build()
-    size = model.image_shape[0]
-    pixels = size * model.image_shape[1]
-    start = time.time()
-    fast = model.sample(F.num_samples, seed=1, method="fast")
-    fast_s = time.time() - start
-    if F.naive_pixels:
-        naive_s = naive_graph_time(model, F.naive_pixels) * pixels / F.naive_pixels
-        how, same = f"{F.naive_pixels} of {pixels} pixels timed, scaled", "not run"
+    n = F.num_samples
+    first, _ = timed(lambda: model.sample(n, seed=3))
+    cached, images = timed(lambda: model.sample(n, seed=1))
+    naive, how, naive_images = naive_seconds(model, n)
+    same = ("not run" if naive_images is None else
+            f"{int((naive_images != images).sum())} of {images.size} sub-pixels differ")
+    if F.savedmodel:
+        sm_first, sm, equal = savedmodel_seconds(model, n, images)
+        saved = f"{sm:.1f} s (first call {sm_first:.1f} s); {equal} of {n} images = model.sample's"
     else:
-        from pixel_cnn_pp.runtime.graph_sampler import sample_images
-        graph = tf.function(lambda: sample_images(model, F.num_samples, 1))
-        start = time.time()
-        graph()
-        naive_s = time.time() - start
-        how = "all pixels"
-        naive = model.sample(F.num_samples, seed=1, method="naive")
-        same = f"{int((naive != fast).sum())} of {fast.size} sub-pixels differ"
+        saved = "not run"
     flags_text = " ".join(f"--{k}={getattr(F, k)}" for k in
                           ("preset", "nr_resnet", "nr_filters", "attn_rep", "image_size",
-                           "naive_pixels") if getattr(F, k) or k == "naive_pixels")
-    line = (f"| {model.name} {model.nr_resnet}/{model.nr_filters}, "
-            f"{'x'.join(map(str, model.image_shape))} | "
-            f"{model.count_params():,} | {F.num_samples} | {naive_s:.1f} s ({how}) | "
-            f"{fast_s:.1f} s | {naive_s / fast_s:.1f}x | {same} | "
-            f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}, "
-            f"Keras {keras.__version__} | `python bench/sampling.py {flags_text}` |")
-    text = ("\n| model nr_resnet/filters, image | params | images | naive | cached | speed-up "
-            "| same images as naive | machine | command |\n|---|---|---|---|---|---|---|---|---|\n"
-            + line + "\n")
+                           "num_samples", "naive_pixels") if getattr(F, k) or k == "naive_pixels")
+    if F.batches:
+        flags_text += f" --batches={','.join(F.batches)}"
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}, "
+               f"Keras {keras.__version__}, backend {keras.backend.backend()}")
+    text = (f"\n`python bench/sampling.py {flags_text}` ({machine}, "
+            f"{time.strftime('%Y-%m-%d')}): {model.name} {model.nr_resnet}/{model.nr_filters}, "
+            f"{'x'.join(map(str, model.image_shape))}, {model.count_params():,} parameters, "
+            f"{n} images\n\n"
+            "| naive | cached (warm) | cached first call (trace included) | speed-up | "
+            "SavedModel `sample` (warm) | same images as naive |\n|---|---|---|---|---|---|\n"
+            f"| {naive:.1f} s ({how}) | {cached:.1f} s | {first:.1f} s | {naive / cached:.0f}x "
+            f"| {saved} | {same} |\n")
+    if F.batches:
+        text += "\n| batch | cached, warm | per image |\n|---|---|---|\n"
+        for batch in (int(b) for b in F.batches):
+            model.sample(batch, seed=3)  # trace for this batch size
+            seconds, _ = timed(lambda: model.sample(batch, seed=1))
+            text += f"| {batch} | {seconds:.1f} s | {seconds / batch:.2f} s |\n"
     record(text)
 
 

@@ -71,38 +71,33 @@ def causal_attention(key, mixin, query, ctx=FULL, owner=None):
     -> (B, H, W, d_v) = P @ V with P from `causal_attention_weights`. Single head, no output
     projection, no dropout; pixel (0, 0) gets exactly 0.
 
-    On a cached row step (`ctx.row` is image row i), key, mixin and query are that row, (B, 1,
-    W, .); the keys and values of the rows above come from `ctx.history` (cached under `owner`)
-    and the result is row i of the full attention, (B, 1, W, d_v).
+    On a sampler's pixel step (`ctx.position` is (i, j)) every tensor is one position
+    (B, 1, 1, .): the query of (i, j) against the keys and values of every pixel before it,
+    kept by `ctx.history` under `owner`, with the same mask, penalty and normalisation.
     """
-    if ctx.row is None:
+    if ctx.position is None:
         probs = causal_attention_weights(key, query)
         mixed = ops.matmul(probs, _flatten(mixin))
         return ops.reshape(mixed, (-1, *query.shape[1:-1], mixin.shape[-1]))
-    key = _flatten(ctx.history((owner, "key"), key))  # rows below i are masked out
-    mixin = ctx.history((owner, "mixin"), mixin)
-    width = query.shape[2]
-    positions = ops.arange(key.shape[1], dtype="int32")
-    query_positions = ops.cast(ctx.row, "int32") * width + ops.arange(width, dtype="int32")
-    mask = ops.cast(positions[None, :] < query_positions[:, None], query.dtype)  # j < i
-    mixed = ops.matmul(_weights(_flatten(query), key, mask), _flatten(mixin))
-    return ops.reshape(mixed, (-1, 1, width, mixin.shape[-1]))
+    keys, values, visible = ctx.history(owner, key, mixin)
+    mixed = ops.matmul(_weights(_flatten(query), keys, visible), values)
+    return ops.reshape(mixed, (-1, 1, 1, mixin.shape[-1]))
 
 
-def positional_background(x, ctx=FULL, height=None):
+def positional_background(x, ctx=FULL):
     """The `background` tensor of `_base_noup_smallkey_spec`: (B, H, W, C) -> (B, H, W, 2C).
 
     Channels [0, C) hold (r - H/2)/H for row r and [C, 2C) hold (c - W/2)/W for column c. The
     original broadcasts each coordinate by adding `0. * x`, so it gets one copy per image channel:
     6 channels for RGB (raw_content = F + 9, raw_q = F + 6 wide), 2 for grayscale.
-    On a cached row step, x is (B, 1, W, C), image row `ctx.row` of an image of `height` rows.
+    On a sampler's pixel step x is (B, 1, 1, C), pixel `ctx.position` of `ctx.image`.
     """
-    width = x.shape[2]
-    height = x.shape[1] if ctx.row is None else height
+    height, width = (x if ctx.position is None else ctx.image).shape[1:3]
     rows = (ops.arange(height, dtype="float32") - height / 2) / height
-    if ctx.row is not None:
-        rows, height = ops.take(rows, ops.reshape(ctx.row, (1,))), 1
     cols = (ops.arange(width, dtype="float32") - width / 2) / width
+    if ctx.position is not None:
+        row, col = (ops.reshape(p, (1,)) for p in ctx.position)
+        rows, cols, height, width = ops.take(rows, row), ops.take(cols, col), 1, 1
     zeros = ops.zeros_like(x)  # the values of 0. * x for finite x, without a path to x
     return ops.concatenate([ops.reshape(rows, (1, height, 1, 1)) + zeros,
                             ops.reshape(cols, (1, 1, width, 1)) + zeros], axis=-1)

@@ -14,7 +14,6 @@ from pixel_cnn_pp.errors import ConfigError
 from pixel_cnn_pp.model.autoregressive import AutoregressiveModel
 from pixel_cnn_pp.model.gated_resnet import GatedResnet
 from pixel_cnn_pp.model.mixture import DiscretizedMixLogistic
-from pixel_cnn_pp.model.ops import down_shift, right_shift
 from pixel_cnn_pp.model.passes import FULL
 from pixel_cnn_pp.model.shifted import DownRightShiftedConv2D, DownShiftedConv2D
 from pixel_cnn_pp.model.weight_norm import Nin
@@ -82,7 +81,8 @@ class AttentionBlock(keras.layers.Layer):
         kw = dict(training=training, ctx=ctx)
         for resnet in self.resnets:
             ul = resnet(ul, **kw)
-        raw_content = ops.concatenate([x, ul, background], axis=-1)
+        # On a sampler's pixel step these are the previous pixel's (its x is drawn by now).
+        raw_content = ops.concatenate(ctx.key_inputs(self, x, ul, background), axis=-1)
         raw = self.key_mixin_nin(self.content_block(raw_content, **kw), ctx=ctx)
         key, mixin = raw[..., :self.key_size], raw[..., self.key_size:]
         raw_q = ops.concatenate([ul, background], axis=-1)
@@ -171,19 +171,13 @@ class PixelSNAIL(AutoregressiveModel):
             layers += block.creation_order()
         return layers + [self.out_nin]
 
-    @staticmethod
-    def row_phase(i):
-        """A cached row step is the same program on every row (the row index is a tensor)."""
-        return 0
-
     def call(self, x, class_label=None, training=False, ctx=FULL):
-        """The network, written once for every pass (`ctx`: full map, DDI or a cached row)."""
+        """The network, written once for every pass (`ctx`: full map, DDI or a sampler's pixel)."""
         if class_label is not None:
             raise ValueError("class_label given, but PixelSNAIL is unconditional")
-        background = positional_background(x, ctx, self.image_shape[0])
-        x_pad = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)  # image vs padding
-        ul = (down_shift(self.ul_in_down(x_pad, ctx=ctx), ctx, owner=self.ul_in_down)
-              + right_shift(self.ul_in_right(x_pad, ctx=ctx)))
+        background = positional_background(x, ctx)
+        ul = (ctx.shifted_input(self.ul_in_down, x, "down")
+              + ctx.shifted_input(self.ul_in_right, x, "right"))
         for block in self.blocks:
             ul = block(ul, x, background, training=training, ctx=ctx)
         return self.out_nin(ops.elu(ul), ctx=ctx)

@@ -114,6 +114,9 @@ def test_fresh_process_reproduces_the_keras_model(exported, tmp_path, name):
     assert out["a"].shape == (3, 8, 8, 3) and out["a"].dtype == np.uint8
     np.testing.assert_array_equal(out["a"], out["b"])
     assert (out["a"] != out["c"]).any()
+    # The signature runs the API's cached sampler: model.sample's images for the same seed.
+    np.testing.assert_array_equal(out["a"], model.sample(3, seed=11, class_label=(
+        None if labels is None else [labels[0]] * 3)))
 
 
 def graph_ops(path):
@@ -133,9 +136,11 @@ def test_exported_graphs_use_only_core_ops(exported, name):
     assert not ops_used & PYTHON_CALLBACK_OPS
     registered = set(tf.raw_ops.__dict__)  # every op TensorFlow's C++ core registers
     assert ops_used <= registered, ops_used - registered
-    # The sampler is a graph loop with stateless draws (so a seed fixes the images).
-    assert {"While", "Conv2D"} <= ops_used
-    assert any(op.startswith("StatelessRandomUniform") for op in ops_used)
+    # The sampler is the cached one: a graph loop whose levels are skipped with If, writing
+    # one position of its caches per step, with hashed draws (so a seed fixes the images).
+    assert {"While", "MatMul", "TensorScatterUpdate", "BitwiseXor", "RightShift"} <= ops_used
+    assert ops_used & {"If", "StatelessIf"}
+    assert not any(op.startswith("Xla") or "Random" in op for op in ops_used)
 
 
 def test_bad_inputs_are_refused_by_the_graph(exported):

@@ -5,7 +5,7 @@ from keras import ops
 
 from pixel_cnn_pp.model.gated_resnet import GatedResnet
 from pixel_cnn_pp.model.ops import concat_elu, down_shift, right_shift
-from pixel_cnn_pp.model.passes import INIT
+from pixel_cnn_pp.model.passes import FULL, INIT
 from pixel_cnn_pp.model.shifted import (DownRightShiftedConv2D, DownRightShiftedConv2DTranspose,
                                         DownShiftedConv2D, DownShiftedConv2DTranspose)
 from pixel_cnn_pp.model.weight_norm import Nin, WNConv2D, WNConv2DTranspose, WNDense
@@ -50,10 +50,10 @@ def test_ddi_normalises_a_single_layer(make, shape, init_scale):
     layer = make(init_scale)
     x = np.random.RandomState(0).normal(2.0, 3.0, size=shape).astype(np.float32)
     layer(x)  # build with random V, g = 1, b = 0
-    before = ops.convert_to_numpy(layer._forward(layer_input(layer, x)))
+    before = ops.convert_to_numpy(layer._forward(layer_input(layer, x), FULL))
     assert np.abs(before.std(axis=tuple(range(before.ndim - 1))) - init_scale).max() > 0.05
     layer(x, ctx=INIT)
-    y = ops.convert_to_numpy(layer._forward(layer_input(layer, x)))
+    y = ops.convert_to_numpy(layer._forward(layer_input(layer, x), FULL))
     axes = tuple(range(y.ndim - 1))
     np.testing.assert_allclose(y.mean(axis=axes), 0.0, atol=1e-4 * init_scale)
     np.testing.assert_allclose(y.std(axis=axes), init_scale, rtol=1e-3)
@@ -74,8 +74,8 @@ def test_ddi_normalises_every_layer_of_the_model():
     outputs = {}
     for layer in model.creation_order():
         if hasattr(layer, "_forward"):
-            def recording(x, layer=layer, forward=layer._forward):
-                outputs[layer.name] = y = forward(x)
+            def recording(x, ctx, layer=layer, forward=layer._forward):
+                outputs[layer.name] = y = forward(x, ctx)
                 return y
             layer._forward = recording
     model.bits_per_dim(images)  # same batch, no dropout: the inputs DDI saw

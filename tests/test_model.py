@@ -174,8 +174,8 @@ loss = float(ops.sum(model.nll(fx['x'])))
 np.testing.assert_allclose(loss, fx['loss_train_nats'], rtol=1e-4)
 # The samplers' jax.jit path (variables through a StatelessScope): cached == naive.
 from pixel_cnn_pp.model import sampling
-fast = ops.convert_to_numpy(sampling.cached_continuous(model, 2, 3))
-naive = ops.convert_to_numpy(sampling.naive_continuous(model, 2, 3))
+fast = ops.convert_to_numpy(sampling.continuous(model, 2, 3, method="cached"))
+naive = ops.convert_to_numpy(sampling.continuous(model, 2, 3, method="naive"))
 np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-4)
 assert np.abs(fast).max() > 0.5
 print('JAX_OK', loss)

@@ -1,5 +1,6 @@
-"""The cached sampler (pixel_cnn_pp/model/sampling.py): its row-by-row network equals the full forward pass,
-and it returns exactly the naive sampler's images for the same seed."""
+"""The samplers (pixel_cnn_pp/model/sampling.py): the cached network equals the full forward
+pass at every pixel, the cached sampler returns the naive sampler's images for the same seed,
+and the draws are one stateless stream."""
 import numpy as np
 import pytest
 from keras import ops
@@ -9,62 +10,93 @@ from pixel_cnn_pp.model import sampling
 from pixel_cnn_pp.model.autoregressive import float_to_images, images_to_float
 from pixel_snail.model import PixelSNAIL
 
+CASES = {  # name: (image size, channels, classes, PixelSNAIL)
+    "pixelcnn-rgb-8": (8, 3, None, False),
+    "pixelcnn-classes-16": (16, 3, 4, False),
+    "pixelcnn-gray-12": (12, 1, None, False),
+    "snail-rgb-8": (8, 3, None, True),
+    "snail-gray-6": (6, 1, None, True),
+}
 
-def _model(size, channels=3, num_classes=None, snail=False, **kw):
+
+def _model(size, channels=3, num_classes=None, snail=False):
     if snail:
         model = PixelSNAIL(image_shape=(size, size, channels), nr_resnet=1, nr_filters=8,
-                           nr_logistic_mix=2, dropout_p=0.0, attn_rep=2, key_size=4,
-                           query_size=4, **kw)
+                           nr_logistic_mix=2, dropout_p=0.0, attn_rep=2, key_size=4)
         model.build_all()
     else:
-        model = small_pixelcnn(image_shape=(size, size, channels), num_classes=num_classes, **kw)
+        model = small_pixelcnn(image_shape=(size, size, channels), num_classes=num_classes,
+                               nr_filters=8)
     labels = None if num_classes is None else np.arange(8) % num_classes
     model.initialize(random_images((8, size, size, channels), seed=1), class_label=labels)
     return model
 
 
-@pytest.mark.parametrize("size,channels,num_classes,snail", [
-    (8, 3, None, False), (16, 3, 4, False), (12, 1, None, False), (8, 3, None, True),
-    (6, 1, None, True)])
-def test_row_by_row_network_equals_the_full_forward(size, channels, num_classes, snail):
-    """Every row's output, computed from the cache as the sampler does, equals the full
-    network's on a complete image (PixelCNN++: all stage phases, 16 rows = four periods of 4;
-    PixelSNAIL: attention over the cached keys and values of the rows above)."""
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cached_network_equals_the_full_forward_at_every_pixel(case):
+    """Teacher forcing: the row and pixel steps, run over a complete image in the sampler's
+    loop, give the full network's output at every position (PixelCNN++: every level phase;
+    PixelSNAIL: one query against the cached keys and values)."""
+    size, channels, num_classes, snail = CASES[case]
     model = _model(size, channels, num_classes, snail)
     x = images_to_float(random_images((3, size, size, channels), seed=2))
     labels = None if num_classes is None else ops.convert_to_tensor(np.array([0, 3, 1]))
     full = ops.convert_to_numpy(model(x, class_label=labels))
-    prev, held = {}, {}
-    for i in range(size):
-        params, current, held = sampling._row_step(model, x[:, i:i + 1], prev, held, labels,
-                                                model.row_phase(i), i)
-        prev = {**prev, **current}
-        np.testing.assert_allclose(ops.convert_to_numpy(params)[:, 0], full[:, i],
-                                   rtol=1e-4, atol=1e-4 * np.abs(full).max(), err_msg=f"row {i}")
+    steps = ops.convert_to_numpy(sampling.teacher_forced(model, x, labels))
+    np.testing.assert_allclose(steps, full, rtol=1e-4, atol=1e-4 * np.abs(full).max())
 
 
-@pytest.mark.parametrize("size,num_classes,snail", [(8, None, False), (16, 4, False),
-                                                    (8, None, True)])
-def test_fast_sampler_returns_the_naive_images(size, num_classes, snail):
-    """Same seed -> the same continuous samples (float32 accuracy) and the same uint8 images,
-    except where a value lies within float rounding of a level boundary (then one level off)."""
-    model = _model(size, num_classes=num_classes, snail=snail,
-                   **({} if snail else {"nr_filters": 8}))
-    labels = None if num_classes is None else np.array([1, 3], np.int32)
-    fast = ops.convert_to_numpy(sampling.cached_continuous(model, 2, 7, labels))
-    naive = ops.convert_to_numpy(sampling.naive_continuous(model, 2, 7, labels))
-    np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-4)
-    images = model.sample(2, seed=7, class_label=labels, method="fast")
-    assert images.dtype == np.uint8 and images.shape == (2, size, size, 3)
-    np.testing.assert_array_equal(images, float_to_images(fast))
+def assert_same_images(cached, naive):
+    """Continuous samples within 1e-4; uint8 images equal except where a value lies within
+    float rounding of a level boundary (then one level off, and rarely)."""
+    np.testing.assert_allclose(cached, naive, rtol=0, atol=1e-4)
+    a, b = (ops.convert_to_numpy(float_to_images(v)) for v in (cached, naive))
     levels = naive * 127.5 + 127.5
-    differ = images != ops.convert_to_numpy(float_to_images(naive))
     near_boundary = np.abs(levels - np.floor(levels) - 0.5) < 1e-3
+    differ = a != b
     assert not np.any(differ & ~near_boundary), np.argwhere(differ & ~near_boundary)
     assert differ.mean() < 1e-3
-    assert len(np.unique(images)) > 20  # real samples, not a constant image
-    other = model.sample(2, seed=8, class_label=labels)  # "auto" is the cached sampler
-    assert not np.array_equal(other, images)
+    assert len(np.unique(a)) > 20  # real samples, not a constant image
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cached_sampler_returns_the_naive_images(case):
+    size, channels, num_classes, snail = CASES[case]
+    model = _model(size, channels, num_classes, snail)
+    labels = None if num_classes is None else np.array([1, 3], np.int32)
+    cached = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, "cached"))
+    naive = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, "naive"))
+    assert_same_images(cached, naive)
+    images = model.sample(2, seed=7, class_label=labels)  # cached is the default
+    assert images.dtype == np.uint8 and images.shape == (2, size, size, channels)
+    np.testing.assert_array_equal(images, ops.convert_to_numpy(float_to_images(cached)))
+    assert not np.array_equal(model.sample(2, seed=8, class_label=labels), images)
+
+
+def test_an_image_does_not_depend_on_the_batch_it_is_drawn_in():
+    """The draws are keyed by (seed, image, pixel, draw, element): image 0 of a batch of 3 is
+    image 0 of a batch of 1, whatever the batch size."""
+    model = _model(8)
+    one = ops.convert_to_numpy(sampling.continuous(model, 1, 5))
+    three = ops.convert_to_numpy(sampling.continuous(model, 3, 5))
+    np.testing.assert_allclose(three[:1], one, atol=1e-5)
+    assert not np.allclose(three[1], three[0])
+
+
+def test_draws_are_uniform_and_keyed_by_seed_and_pixel():
+    model = _model(8)
+    (u, *_), = [sampling.pixel_uniforms(model, 4000, 3, 5)]
+    u = ops.convert_to_numpy(u)
+    assert u.shape == tuple(model.distribution.uniform_shapes((4000,))[0])
+    assert u.min() >= 1e-5 and u.max() <= 1 - 1e-5
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    # Neighbouring elements, pixels and seeds are uncorrelated streams.
+    assert abs(np.corrcoef(u[:, 0], u[:, 1])[0, 1]) < 0.08  # 5 sigma
+    for other in (sampling.pixel_uniforms(model, 4000, 3, 6)[0],
+                  sampling.pixel_uniforms(model, 4000, 4, 5)[0]):
+        assert abs(np.corrcoef(u.ravel(), ops.convert_to_numpy(other).ravel())[0, 1]) < 0.045  # 5 sigma
+    again = ops.convert_to_numpy(sampling.pixel_uniforms(model, 4000, 3, 5)[0])
+    np.testing.assert_array_equal(again, u)
 
 
 def test_sample_method_is_checked():

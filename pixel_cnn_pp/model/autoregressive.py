@@ -34,9 +34,12 @@ class AutoregressiveModel(keras.Model):
     optional integer labels (B,), and returns the distribution's parameters (B, H, W, P); `ctx`
     is the pass context (`passes.py`). `dtype` (a Keras argument) is the precision, one of
     PRECISIONS; every sublayer takes it from the model, so it survives get_config, `.keras`
-    files and run.json without touching Keras's global policy. A model with a cached sampler also defines
-    `row_phase(i)`, the Python value a row step of image row i is compiled for.
+    files and run.json without touching Keras's global policy. A model whose `call` computes a
+    stack through `ctx.vertical` (one that sees only the rows above) sets `vertical_stack`, and
+    the cached sampler computes that stack once per image row.
     """
+
+    vertical_stack = False
 
     def __init__(self, image_shape, num_classes=None, **kwargs):
         super().__init__(**kwargs)
@@ -146,29 +149,24 @@ class AutoregressiveModel(keras.Model):
 
     # -- sampling ---------------------------------------------------------------------------
 
-    def sample(self, num_samples, seed=0, class_label=None, method="auto"):
-        """Draw `num_samples` uint8 images (N, H, W, C), reproducible for a given seed.
+    def sample(self, num_samples, seed=0, class_label=None, method="cached"):
+        """Draw `num_samples` uint8 images (N, H, W, C), reproducible for a given seed: the
+        same images as the export's `sample` signature for the same seed.
 
-        method="naive": the original's `sample_from_model`, one full forward pass per pixel in
-        raster order, continuous samples fed back (not rounded until the end). method="fast":
-        the cached row-by-row sampler (`sampling.py`, models with `row_phase`), the same draws
-        and images for the same seed at about 1/H of the cost (up to float rounding: a value
-        within ~1e-6 of a level boundary may round to the neighbouring level).
-        "auto": fast where available.
+        method="cached" (`sampling.cached`): each layer computes only what a new pixel changes,
+        about one forward pass per image, as one compiled program. method="naive": the
+        original's `sample_from_model`, one full forward pass per pixel in raster order,
+        continuous samples fed back; kept as the reference. Both use the same draws, so they
+        give the same images up to float rounding (a value within ~1e-6 of a level boundary may
+        round to the neighbouring level).
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
                 or num_samples <= 0:
             raise DataError(f"num_samples must be a positive integer, got {num_samples!r}")
-        if method not in ("auto", "fast", "naive"):
-            raise ValueError(f"method={method!r} is not one of 'auto', 'fast', 'naive'")
-        fast = hasattr(self, "row_phase")
-        if method == "fast" and not fast:
-            raise ValueError(f"{type(self).__name__} has no cached sampler; use method='naive'")
+        if method not in sampling.METHODS:
+            raise ValueError(f"method={method!r} is not one of {sorted(sampling.METHODS)}")
         labels = self._check_labels(class_label, int(num_samples))
-        if method != "naive" and fast:
-            x = sampling.cached_continuous(self, num_samples, seed, labels)
-        else:
-            x = sampling.naive_continuous(self, num_samples, seed, labels)
+        x = sampling.continuous(self, num_samples, seed, labels, method)
         return ops.convert_to_numpy(float_to_images(x))
 
     def get_config(self):

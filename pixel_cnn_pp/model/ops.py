@@ -5,7 +5,6 @@ Every function takes and returns NHWC tensors unless its docstring says otherwis
 from keras import ops
 
 from pixel_cnn_pp.errors import ConfigError
-from pixel_cnn_pp.model.passes import FULL
 
 
 def concat_elu(x):
@@ -25,12 +24,9 @@ def log_prob_from_logits(x, axis=-1):
     return x - m - ops.log(ops.sum(ops.exp(x - m), axis=axis, keepdims=True))
 
 
-def down_shift(x, ctx=FULL, owner=None):
-    """Ports `nn.down_shift`: (B, H, W, C) -> same shape, row r holds input row r - 1.
-
-    The row above comes from `ctx.pad_top`: zeros on a full pass, the cached row above on a
-    cached row step, where `owner` (the layer whose output is shifted) keys that cache."""
-    return ctx.pad_top((owner, "down_shift"), x, 1)[:, :-1]
+def down_shift(x):
+    """Ports `nn.down_shift`: (B, H, W, C) -> same shape, row r holds input row r - 1."""
+    return ops.pad(x, [[0, 0], [1, 0], [0, 0], [0, 0]])[:, :-1]
 
 
 def right_shift(x):

@@ -1,126 +1,386 @@
 """Pass contexts: how one call of a network is evaluated, given to every layer as `ctx`.
 
 A model writes its wiring once (`call`) and every layer takes `ctx`; the context decides what
-a layer's padding, shift or attention history is:
+a layer's padding, shift, resolution level or attention history is:
 
-* `FULL`: the whole (B, H, W, C) map, zero padding above the image (training, evaluation);
+* `FULL`: the whole (B, H, W, C) map, zero padding above and beside it (training, evaluation);
 * `INIT`: the same with data-dependent init (`nn.py`'s `init=True`);
-* `RowStep`: one image row of the cached sampler (`sampling.py`): every causal convolution
-  reads the rows above its input from the cache instead of zeros, down-sampled levels whose row
-  does not change are skipped and their outputs held, attention reads its keys and values so far.
+* `RowStep`: image row i of the cached sampler's vertical stack (PixelCNN++'s u stream, which
+  sees only the rows above): each causal convolution reads the rows above its input from a
+  cache; the down-sampled levels run only on rows i = 0 mod 2**level;
+* `PixelStep`: pixel (i, j) of the horizontal stack (everything else): each layer computes its
+  one output at (i, j), reading its input window from a ring buffer of the rows it needs; the
+  level-L computation runs only where i and j are multiples of 2**L, and attention reads its
+  keys and values so far.
 
-Caches are keyed by the layer that owns them (by object, stored under its unique Keras name so
-that the cache is a plain dict of tensors that tf.function and jax.jit can carry).
+A step's state is a flat dict of tensors (caches and held outputs) with a fixed set of keys and
+shapes, so that the sampler can carry it through a compiled loop: a first `discover`ing step
+finds the keys and shapes; later steps skip a level with `ops.cond`, whose branches return the
+level's entries.
 """
 from keras import layers as keras_layers
-from keras import ops
+from keras import ops, tree
+
+from pixel_cnn_pp.model.ops import down_shift, right_shift
 
 
-def _key(owner):
-    """A cache key: a layer, or (layer, tag) for a second cache of the same layer."""
-    if isinstance(owner, tuple):
-        layer, tag = owner
-        return f"{layer.name}/{tag}"
-    if isinstance(owner, keras_layers.Layer):
-        return owner.name
-    raise TypeError(f"cache owners are layers or (layer, tag) pairs, got {owner!r}")
+def with_ones(x):
+    """The original's x_pad: x (..., C) and a channel of ones, (..., C + 1); the zeros that
+    padding adds to it tell the network image from border."""
+    return ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)
 
 
 class Pass:
-    """The whole map: `pad_top` zero-pads, every level is computed, nothing is held."""
+    """The whole map: zero padding, every level computed, nothing cached."""
 
-    row = None  # the image row of a row step; None: the whole map
+    position = None  # (row, col) of a sampler step; None: the whole map
 
     def __init__(self, init=False):
         self.init = bool(init)
 
-    def pad_top(self, owner, x, n):
-        """x (B, H, W, C) with n rows above it: zeros, the original's padding."""
-        return ops.pad(x, [[0, 0], [n, 0], [0, 0], [0, 0]]) if n else x
+    def window(self, layer, x, top, left, right):
+        """The input of a VALID causal convolution: x (B, H, W, C) zero-padded."""
+        return ops.pad(x, [[0, 0], [top, 0], [left, right], [0, 0]])
 
-    def active(self, level):
-        """Whether the map at down-sampling `level` (0 full, 1 half, ...) is computed."""
-        return True
+    def kernel(self, layer):
+        """The weights a weight-normalised layer applies (`layer.kernel()`)."""
+        return layer.kernel()
 
-    def skip(self, owner, x):
-        """Called instead of `owner(x)` for a layer whose output level is not active."""
-        raise AssertionError("a full pass computes every level")
+    def shifted_input(self, layer, x, shift):
+        """`down_shift(layer(x_pad))` or `right_shift(layer(x_pad))`: the first layers."""
+        y = layer(with_ones(x), ctx=self)
+        return down_shift(y) if shift == "down" else right_shift(y)
 
-    def hold(self, level, outputs):
-        """The outputs of `level`'s last layer: these, or those held from an earlier row."""
-        return outputs
+    def level(self, level, fn, x, owner):
+        """fn(x): the computation at down-sampling `level` (1 half, 2 quarter) from x, the
+        output of the level above, which `owner` (a strided convolution) consumes."""
+        return fn(x)
 
     def upsampled(self, y, level):
-        """The rows of an up-sampled map (B, 2h, W, C) that belong to this pass at `level`."""
+        """The part of an up-sampled map that belongs to this pass at `level`."""
         return y
 
-    def history(self, owner, x):
-        """The whole map of x so far, for attention: x itself on a full pass."""
-        return x
+    def at(self, value, level):
+        """A vertical-stack map at `level`, where this pass reads it."""
+        return value
+
+    def vertical(self, fn):
+        """The vertical stack's values (fn(): {layer name: its output}); None where a pass
+        computes only those."""
+        return fn()
+
+    def key_inputs(self, owner, *tensors):
+        """The inputs of the attention keys and values (x, ul, background), as given."""
+        return tensors
 
 
 FULL = Pass()
 INIT = Pass(init=True)
 
 
-class RowStep(Pass):
-    """One image row `row` of the cached sampler, at `phase` (the model's `row_phase(row)`, a
-    Python int: one trace per phase); `row` itself may be a tensor.
+def _name(owner, tag=None):
+    if isinstance(owner, keras_layers.Layer):
+        return owner.name if tag is None else f"{owner.name}/{tag}"
+    raise TypeError(f"cache owners are layers, got {owner!r}")
 
-    `prev` {key: tensor}: per causal convolution the last n final rows of its input
-    (B, n, W, C); per attention input the whole map so far (B, H, W, C). `held` {level: outputs}
-    of the down-sampled levels. After the call, `current` holds this row's cache entries and
-    `held` the updated outputs.
-    """
 
-    def __init__(self, prev, held, phase, row, height):
+def _pick(x, index, axis):
+    """x with `axis` reduced to the one entry `index` (a scalar tensor), the axis kept."""
+    return ops.take(x, ops.reshape(ops.cast(index, "int32"), (1,)), axis=axis)
+
+
+class _Step(Pass):
+    """A step of the cached sampler at (row, col) (int32 scalars) of the `image` so far
+    (B, H, W, C). `state` {key: tensor} holds the caches before the step; `layout` (from
+    `discover`ed steps) the level of each key and the structure of held outputs, None while
+    discovering; `kernels` {layer name: kernel} the weights, computed once per sampling call."""
+
+    prefix = None
+
+    def __init__(self, state, image, row, col, layout=None, kernels=None):
         super().__init__(init=False)
-        self.prev = prev
-        self.held = dict(held)
-        self.phase = phase
-        self.row = row
-        self.height = height
+        self.prev = state
         self.current = {}
+        self.image = image
+        self.position = (row, col)
+        self.layout = layout
+        self.kernels = kernels or {}
+        self.levels = {}  # key -> level, recorded while discovering
+        self.structures = {}
+        self.level_now = 0
 
-    def pad_top(self, owner, x, n):
-        """x (B, 1, W, C) with its n cached rows on top, (B, n + 1, W, C)."""
-        if n == 0:
-            return x
-        key = _key(owner)
-        top = self.prev.get(key)
-        if top is None:  # only while the sampler discovers the cache's shapes
-            top = ops.zeros((ops.shape(x)[0], n) + tuple(x.shape[2:]), x.dtype)
-        rows = ops.concatenate([top, x], axis=1)
-        self.current[key] = rows[:, -n:]
-        return rows
+    @property
+    def discovering(self):
+        return self.layout is None
+
+    def key(self, owner, tag=None):
+        return self.prefix + _name(owner, tag)
+
+    def get(self, key, make):
+        if key in self.current:
+            return self.current[key]
+        if key in self.prev:
+            return self.prev[key]
+        if not self.discovering:
+            raise KeyError(f"no cache entry {key!r}: discover the sampler's state first")
+        return make()
+
+    def set(self, key, value):
+        self.current[key] = value
+        self.levels.setdefault(key, self.level_now)
+
+    def state(self):
+        return {**self.prev, **self.current}
+
+    def kernel(self, layer):
+        k = self.kernels.get(layer.name)
+        if k is None:
+            return layer.kernel()
+        return tree.map_structure(lambda t: ops.cast(t, layer.compute_dtype), k)
+
+    def batch(self):
+        return ops.shape(self.image)[0]
 
     def active(self, level):
-        # Level L's row changes only on image rows that are multiples of 2**L.
-        return self.phase % (2 ** level) == 0
+        raise NotImplementedError
 
-    def skip(self, owner, x):
-        # Not computed on this row, but its next computation needs this input row above it.
-        self.pad_top(owner, x, 1)
+    def record_input(self, owner, x):
+        raise NotImplementedError
 
-    def hold(self, level, outputs):
-        if self.active(level):
-            self.held[level] = outputs
-            return outputs
-        return self.held[level]
+    def level(self, level, fn, x, owner):
+        self.record_input(owner, x)  # the strided conv's input, needed whether or not it runs
+        held = f"{self.prefix}held/{level}/"
+
+        def compute():
+            saved, self.level_now = self.level_now, level
+            out = fn(x)
+            self.level_now = saved
+            flat = tree.flatten(out)
+            self.structures[level] = out
+            for i, value in enumerate(flat):
+                self.hold(f"{held}{i}", value, level)
+                self.levels[f"{held}{i}"] = level
+            return out
+
+        if self.discovering:
+            compute()
+            return tree.pack_sequence_as(self.structures[level], [
+                self.held(f"{held}{i}", level)
+                for i in range(len(tree.flatten(self.structures[level])))])
+        keys = sorted(k for k, lvl in self.layout["levels"].items() if lvl >= level)
+        outer = dict(self.current)
+
+        def branch(run):
+            def fn_():
+                self.current = dict(outer)
+                if run:
+                    compute()
+                return [self.current.get(k, self.prev.get(k)) for k in keys]
+            return fn_
+
+        values = ops.cond(self.active(level), branch(True), branch(False))
+        self.current = outer
+        self.current.update(zip(keys, values))
+        structure = self.layout["structures"][level]
+        return tree.pack_sequence_as(structure, [self.held(f"{held}{i}", level)
+                                                 for i in range(len(tree.flatten(structure)))])
+
+    def hold(self, key, value, level):
+        """Keep an output of `level` for the steps on which the level does not run."""
+        self.set(key, value)
+
+    def held(self, key, level):
+        """The output of `level` that this step uses, computed now or held."""
+        return self.current[key]
+
+    def layout_of(self):
+        """{"levels": {key: level}, "structures": {level: held output}} of a discovering step."""
+        structures = {level: tree.map_structure(lambda t: 0, out)
+                      for level, out in self.structures.items()}
+        return {"levels": dict(self.levels), "structures": structures}
+
+    def padded_image(self, layer):
+        """with_ones(image) zero-padded as `layer.padding()` pads its input."""
+        top, left, right = layer.padding()
+        return ops.pad(with_ones(self.image), [[0, 0], [top, 0], [left, right], [0, 0]])
+
+
+class RowStep(_Step):
+    """Image row i of the vertical stack: every map is one row (B, 1, W_level, C), computed
+    from the cached rows above it. Only models whose `call` goes through `ctx.vertical` (a
+    stack that never sees the current row) have one; `vertical` stores its values in the state
+    and the call returns None."""
+
+    prefix = "row:"
+
+    def active(self, level):
+        return ops.equal(self.position[0] % (2 ** level), 0)
+
+    def _rows_above(self, layer, x, top):
+        """x (B, 1, W, C) below the `top` cached rows above it (those before this step)."""
+        key = self.key(layer)
+        if key in self.prev:
+            above = self.prev[key]
+        elif self.discovering:  # the original's zero padding above row 0
+            above = ops.zeros((self.batch(), top) + tuple(x.shape[2:]), x.dtype)
+        else:
+            raise KeyError(f"no cache entry {key!r}: discover the sampler's state first")
+        return key, ops.concatenate([above, x], axis=1)
+
+    def window(self, layer, x, top, left, right):
+        if top:
+            key, x = self._rows_above(layer, x, top)
+            if layer.strides[0] == 1:  # a strided conv's input is recorded by `level`
+                self.set(key, x[:, -top:])
+        return ops.pad(x, [[0, 0], [0, 0], [left, right], [0, 0]])
+
+    def record_input(self, owner, x):
+        top = owner.padding()[0]
+        if top:
+            key, rows = self._rows_above(owner, x, top)
+            self.set(key, rows[:, -top:])
+
+    def shifted_input(self, layer, x, shift):
+        if shift != "down":
+            raise ValueError("a row step computes the vertical stack: down-shifted inputs only")
+        fh = layer.filter_size[0]
+        padded = self.padded_image(layer)
+        above = ops.maximum(self.position[0] - 1, 0)  # down_shift: row i - 1 of the conv
+        window = ops.slice(padded, [0, above, 0, 0],
+                           [self.batch(), fh, padded.shape[2], padded.shape[3]])
+        y = layer.convolve(window, self)
+        return y * ops.cast(self.position[0] > 0, y.dtype)  # row 0: the shift's zeros
 
     def upsampled(self, y, level):
-        half = (self.phase >> level) & 1  # (row >> level) % 2
-        return y[:, half:half + 1]
+        return _pick(y, self.position[0] // 2 ** level % 2, axis=1)
 
-    def history(self, owner, x):
-        """The (B, H, W, C) map with row `row` set to x (B, 1, W, C); the rows below hold stale
-        values or zeros, which causal consumers mask out."""
-        key = _key(owner)
-        old = self.prev.get(key)
-        if old is None:
-            old = ops.zeros((ops.shape(x)[0], self.height) + tuple(x.shape[2:]), x.dtype)
-        here = ops.reshape(ops.one_hot(self.row, self.height, dtype=x.dtype),
-                           (1, self.height, 1, 1))
-        full = old * (1.0 - here) + x * here  # exact: the other rows are multiplied by 1
-        self.current[key] = full
-        return full
+    def vertical(self, fn):
+        values = fn()
+        for name, value in values.items():
+            self.set(f"{self.prefix}vertical/{name}", value)
+        return None
+
+
+class PixelStep(_Step):
+    """Pixel (i, j) of the horizontal stack: every map is one position (B, 1, 1, C). Causal
+    convolutions keep their input's last rows in ring buffers (slots, W + left, B, C), written
+    one position per step; the vertical stack's rows come from the `RowStep` of row i."""
+
+    prefix = "pixel:"
+
+    def active(self, level):
+        row, col = self.position
+        step = 2 ** level
+        return ops.logical_and(ops.equal(row % step, 0), ops.equal(col % step, 0))
+
+    def _rows(self, layer, x, top, left, level):
+        """The keys and tensors of a causal conv's input rows at `level`, (W + left, B, C):
+        the row being written and (top = 1) the finished row above it."""
+        if top > 1:
+            raise ValueError(f"{layer.name}: pixel steps keep one row above; filter height "
+                             f"{top + 1} is not supported")
+        width = self.image.shape[2] // 2 ** level
+        keys = [self.key(layer, "row")] + ([self.key(layer, "above")] if top else [])
+        make = lambda: ops.zeros((width + left, self.batch(), x.shape[-1]), x.dtype)  # noqa
+        return keys, [self.get(key, make) for key in keys]
+
+    def _write(self, layer, x, top, left, level):
+        """Write x (B, 1, 1, C), the conv's input at this step's position at `level`."""
+        keys, rows = self._rows(layer, x, top, left, level)
+        col = self.position[1] // 2 ** level
+        if top:  # a new row starts at column 0: the finished one moves up (no copy)
+            self.set(keys[1], ops.cond(ops.equal(col, 0), lambda: rows[0], lambda: rows[1]))
+        # One position of a (W + left, B, C) buffer: the write that each pixel step pays for.
+        index = ops.reshape(col + left, (1, 1))
+        self.set(keys[0], ops.scatter_update(rows[0], index,
+                                             ops.reshape(x, (1, -1, x.shape[-1]))))
+
+    def window(self, layer, x, top, left, right):
+        if right:
+            raise ValueError(f"{layer.name}: a down-shifted convolution sees the pixels to the "
+                             "right, so it cannot run one pixel at a time")
+        stride = layer.strides[0]
+        level_in = self.level_now - _log2(stride)
+        if stride == 1:  # a strided conv's input is recorded by `level`
+            self._write(layer, x, top, left, level_in)
+        _, rows = self._rows(layer, x, top, left, level_in)
+        start = self.position[1] // 2 ** self.level_now * stride
+        cols = [ops.slice(r, [start, 0, 0], [left + 1, r.shape[1] or self.batch(), r.shape[2]])
+                for r in reversed(rows)]  # the row above first
+        return ops.transpose(ops.stack(cols), (2, 0, 1, 3))  # (B, top + 1, left + 1, C)
+
+    def record_input(self, owner, x):
+        top, left, _ = owner.padding()
+        self._write(owner, x, top, left, self.level_now)
+
+    def shifted_input(self, layer, x, shift):
+        fh, fw = layer.filter_size
+        padded = self.padded_image(layer)
+        row, col = self.position
+        if shift == "down":  # the conv at (i - 1, j); row 0 gets the shift's zeros
+            start, valid = [0, ops.maximum(row - 1, 0), col, 0], row > 0
+        else:  # the conv at (i, j - 1); column 0 gets the shift's zeros
+            start, valid = [0, row, ops.maximum(col - 1, 0), 0], col > 0
+        window = ops.slice(padded, start, [self.batch(), fh, fw, padded.shape[3]])
+        y = layer.convolve(window, self)
+        return y * ops.cast(valid, y.dtype)
+
+    def hold(self, key, value, level):
+        """A table (W_level, ...) of the level's outputs along its current row: the pixels of
+        the next rows (and columns) that the level skips read theirs from it."""
+        width = self.image.shape[2] // 2 ** level
+        table = self.get(key, lambda: ops.zeros((width,) + tuple(ops.shape(value)), value.dtype))
+        col = ops.reshape(self.position[1] // 2 ** level, (1, 1))
+        self.set(key, ops.scatter_update(table, col, value[None]))
+
+    def held(self, key, level):
+        return _pick(self.current[key], self.position[1] // 2 ** level, axis=0)[0]
+
+    def upsampled(self, y, level):
+        row, col = (p // 2 ** level % 2 for p in self.position)
+        return _pick(_pick(y, row, axis=1), col, axis=2)
+
+    def at(self, value, level):
+        return _pick(value, self.position[1] // 2 ** level, axis=2)
+
+    def vertical(self, fn):
+        prefix = f"{RowStep.prefix}vertical/"
+        return {key[len(prefix):]: value for key, value in self.prev.items()
+                if key.startswith(prefix)}
+
+    def key_inputs(self, owner, x, *tensors):
+        """The inputs of pixel (i, j - 1)'s keys (in raster order: the pixel before): its x
+        from the image, now drawn, and the other tensors as stored by the previous step.
+        Position 0 gets zeros, which its query masks out."""
+        row, col = self.position
+        before = ops.maximum(row * self.image.shape[2] + col - 1, 0)
+        flat = ops.reshape(self.image, (self.batch(), -1, self.image.shape[3]))
+        previous = [ops.reshape(_pick(flat, before, axis=1), (-1, 1, 1, x.shape[-1]))]
+        for i, t in enumerate(tensors):
+            key = self.key(owner, f"before{i}")
+            previous.append(self.get(key, lambda: ops.zeros_like(t)))
+            self.set(key, t)
+        return tuple(previous)
+
+    def history(self, owner, key, mixin):
+        """Keys and values of every pixel before (i, j), (B, H*W, d) and (B, H*W, d_v), the
+        ones of pixel (i, j - 1) written now (see `key_inputs`), and the mask (1, H*W) of the
+        visible positions."""
+        height, width = self.image.shape[1:3]
+        row, col = self.position
+        here = row * width + col
+        index = ops.reshape(ops.maximum(here - 1, 0), (1, 1))
+        tables = []
+        for tag, value in (("key", key), ("mixin", mixin)):
+            name = self.key(owner, tag)
+            table = self.get(name, lambda: ops.zeros((height * width, self.batch(),
+                                                      value.shape[-1]), value.dtype))
+            table = ops.scatter_update(table, index, ops.reshape(value, (1, -1, value.shape[-1])))
+            self.set(name, table)
+            tables.append(ops.transpose(table, (1, 0, 2)))
+        visible = ops.arange(height * width, dtype="int32") < here
+        return tables[0], tables[1], ops.cast(ops.reshape(visible, (1, -1)), key.dtype)
+
+
+def _log2(stride):
+    return {1: 0, 2: 1}[int(stride)]

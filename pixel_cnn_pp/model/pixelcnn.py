@@ -8,7 +8,7 @@ from pixel_cnn_pp.errors import ConfigError
 from pixel_cnn_pp.model.autoregressive import AutoregressiveModel
 from pixel_cnn_pp.model.gated_resnet import GatedResnet
 from pixel_cnn_pp.model.mixture import DiscretizedMixLogistic
-from pixel_cnn_pp.model.ops import down_shift, get_nonlinearity, right_shift
+from pixel_cnn_pp.model.ops import get_nonlinearity
 from pixel_cnn_pp.model.passes import FULL
 from pixel_cnn_pp.model.shifted import (DownRightShiftedConv2D, DownRightShiftedConv2DTranspose,
                                         DownShiftedConv2D, DownShiftedConv2DTranspose)
@@ -92,54 +92,61 @@ class PixelCNNpp(AutoregressiveModel):
             layers += blocks(self.down_blocks[level])
         return layers + [self.out_nin]
 
-    @staticmethod
-    def row_phase(i):
-        """What a cached row step of image row i depends on: i % 4 (which levels change), with 3
-        folded onto 1 (both change the full resolution only, with the same parity)."""
-        phase = i % 4
-        return 1 if phase == 3 else phase
+    vertical_stack = True  # the sampler runs `RowStep`s for the u stream
 
     def call(self, x, class_label=None, training=False, ctx=FULL):
-        """The network, written once for every pass (`ctx`: full map, DDI or a cached row)."""
+        """The network, written once for every pass (`ctx`: full map, DDI or a sampler step).
+
+        The u stream never reads ul, so it is computed first (all levels) and ul after it; the
+        sampler computes u once per image row and ul once per pixel."""
         block = dict(h=self.conditioning(class_label), training=training, ctx=ctx)
-        x_pad = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)  # marks image vs padding
-
-        # Up pass, H -> H/2 -> H/4, keeping every output for the down pass.
-        u = down_shift(self.u_in(x_pad, ctx=ctx), ctx, owner=self.u_in)
-        ul = (down_shift(self.ul_in_down(x_pad, ctx=ctx), ctx, owner=self.ul_in_down)
-              + right_shift(self.ul_in_right(x_pad, ctx=ctx)))
-        kept = [(u, ul)]
-        for level in range(NUM_LEVELS):
-            if level:
-                down_u, down_ul = self.down_sample[level - 1]
-                if not ctx.active(level):  # a cached row step on which this level is final
-                    ctx.skip(down_u, u)
-                    ctx.skip(down_ul, ul)
-                    break
-                u, ul = down_u(u, ctx=ctx), down_ul(ul, ctx=ctx)
-                kept.append((u, ul))
-            for u_block, ul_block in self.up_blocks[level]:
-                u = u_block(u, **block)
-                ul = ul_block(ul, a=u, **block)
-                kept.append((u, ul))
-
-        # Down pass, H/4 -> H/2 -> H, consuming the kept outputs in reverse.
-        for level in reversed(range(NUM_LEVELS)):
-            if ctx.active(level):
-                if level == NUM_LEVELS - 1:
-                    u, ul = kept.pop()  # the up pass's last output
-                else:
-                    up_u, up_ul = self.up_sample[level]
-                    u = ctx.upsampled(up_u(u, ctx=ctx), level)
-                    ul = ctx.upsampled(up_ul(ul, ctx=ctx), level)
-                for u_block, ul_block in self.down_blocks[level]:
-                    u_kept, ul_kept = kept.pop()
-                    u = u_block(u, a=u_kept, **block)
-                    ul = ul_block(ul, a=ops.concatenate([u, ul_kept], axis=-1), **block)
-            u, ul = ctx.hold(level, (u, ul))
-        assert not kept, "every up-pass output is consumed exactly once"
-
+        u_values = ctx.vertical(
+            lambda: self._vertical(0, ctx.shifted_input(self.u_in, x, "down"), block, ctx)[1])
+        if u_values is None:  # a row step of the sampler: the u stream is all it computes
+            return None
+        ul = (ctx.shifted_input(self.ul_in_down, x, "down")
+              + ctx.shifted_input(self.ul_in_right, x, "right"))
+        ul = self._horizontal(0, ul, u_values, block, ctx)
         return self.out_nin(ops.elu(ul), ctx=ctx)
+
+    def _vertical(self, level, u, block, ctx):
+        """The u stream from `level` down and back: (u out, {u block name: its output})."""
+        values, kept = {}, [u]  # the level's input, then every up block's output
+        for u_block, _ in self.up_blocks[level]:
+            u = values[u_block.name] = u_block(u, **block)
+            kept.append(u)
+        if level == NUM_LEVELS - 1:
+            u = kept.pop()  # the up pass's last output starts the down pass
+        else:
+            down, up = self.down_sample[level][0], self.up_sample[level][0]
+            u, lower = ctx.level(
+                level + 1, lambda v: self._vertical(level + 1, down(v, ctx=ctx), block, ctx),
+                u, owner=down)
+            values.update(lower)
+            u = ctx.upsampled(up(u, ctx=ctx), level)
+        for u_block, _ in self.down_blocks[level]:
+            u = values[u_block.name] = u_block(u, a=kept.pop(), **block)
+        return u, values
+
+    def _horizontal(self, level, ul, u_values, block, ctx):
+        """The ul stream from `level` down and back, reading the u stream's `u_values`."""
+        kept = [ul]
+        for u_block, ul_block in self.up_blocks[level]:
+            ul = ul_block(ul, a=ctx.at(u_values[u_block.name], level), **block)
+            kept.append(ul)
+        if level == NUM_LEVELS - 1:
+            ul = kept.pop()
+        else:
+            down, up = self.down_sample[level][1], self.up_sample[level][1]
+            ul = ctx.level(
+                level + 1,
+                lambda v: self._horizontal(level + 1, down(v, ctx=ctx), u_values, block, ctx),
+                ul, owner=down)
+            ul = ctx.upsampled(up(ul, ctx=ctx), level)
+        for u_block, ul_block in self.down_blocks[level]:
+            u = ctx.at(u_values[u_block.name], level)
+            ul = ul_block(ul, a=ops.concatenate([u, kept.pop()], axis=-1), **block)
+        return ul
 
     def get_config(self):
         config = super().get_config()

@@ -1,27 +1,33 @@
 """Samplers of every model, in `keras.ops`: the original's naive sampler and the cached one.
+Each is one program: a `fori_loop` over rows and pixels with the draws, the network and the
+write-back inside, compiled once (`tf.function` on TensorFlow, `jax.jit` on JAX) and the same
+code that the export's `sample` signature runs.
 
-Naive (`nn.py`'s `sample_from_model` loop in the original `train.py`): one full forward pass
-per pixel in raster order, the continuous sample fed back.
+Naive (`sample_from_model` of the original `train.py`): one full forward pass per pixel in
+raster order, the continuous sample fed back.
 
 Cached, after Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
-Models", at row granularity: for pixel (i, j) the network runs on one image row only under a
-`passes.RowStep` context (row i at full resolution, i//2 and i//4 below), each causal
-convolution taking the rows above its input from a cache of values that are already final; the
-half- and quarter-resolution levels change only on rows i = 0 mod 2 and 0 mod 4 and are held
-otherwise. Each step costs about 1/H of a forward pass. After a row's last pixel the row is run
-once more so that the cache holds its final values.
+Models": the network runs under pass contexts (`passes.py`). A model with a vertical stack
+(PixelCNN++'s u stream, which sees only the rows above) computes it once per image row
+(`RowStep`); everything else runs once per pixel (`PixelStep`), each layer computing its one
+output at (i, j) from ring buffers of the inputs it needs, the half- and quarter-resolution
+levels only on the pixels where their input changes, attention with one query against the keys
+and values so far. A whole image costs about one forward pass.
 
-Both draw the same uniforms in the same order from one seed generator, so they give the same
-samples for a seed. The row-sized convolutions round differently from the full-size ones (about
+Both draw from `pixel_uniforms`: counter-based (a hash of seed, image, pixel, draw and element),
+so the draws are the same in every sampler, backend and process, and image k of a batch does
+not depend on the batch size. The cached network rounds differently from the full one (about
 1e-6), so a value that close to a level boundary can round to the neighbouring uint8 level.
 """
 import weakref
 
 import keras
+import numpy as np
 from keras import ops
 
 from pixel_cnn_pp.model.mixture import UNIFORM_MIN
-from pixel_cnn_pp.model.passes import RowStep
+from pixel_cnn_pp.model.passes import PixelStep, RowStep
+from pixel_cnn_pp.model.weight_norm import _WeightNormBase
 
 _CACHE = weakref.WeakKeyDictionary()  # model -> {name: compiled function}
 
@@ -37,7 +43,7 @@ def compiled_for(model, name, fn, static_argnums=()):
         backend = keras.backend.backend()
         if backend == "tensorflow":
             import tensorflow as tf  # only on the TensorFlow backend
-            functions[name] = tf.function(fn)
+            functions[name] = tf.function(fn, autograph=False)  # keras.ops loops only
         elif backend == "jax":
             import jax
             variables = list(model.variables)
@@ -53,61 +59,161 @@ def compiled_for(model, name, fn, static_argnums=()):
     return functions[name]
 
 
-def _draw(model, n, seed_gen):
-    """The uniforms of one pixel, in [1e-5, 1 - 1e-5] as the original's sampler."""
-    return [keras.random.uniform(s, UNIFORM_MIN, 1.0 - UNIFORM_MIN, seed=seed_gen)
-            for s in model.distribution.uniform_shapes((n,))]
+# --- draws ----------------------------------------------------------------------------------
+
+def _u32(value):
+    return ops.cast(value, "uint32")
 
 
-def naive_continuous(model, num_samples, seed=0, labels=None):
-    """Continuous samples in [-1, 1], (N, H, W, C), before rounding: one full forward pass per
-    pixel. `labels`: (N,) int32 for a class-conditional model, else None."""
-    n = int(num_samples)
-    seed_gen = keras.random.SeedGenerator(seed)
+def _hash(v):
+    """A 32-bit integer hash (PCG's output permutation): uint32 -> uint32, elementwise."""
+    state = v * _u32(747796405) + _u32(2891336453)
+    word = ops.bitwise_xor(ops.right_shift(state, ops.right_shift(state, _u32(28)) + _u32(4)),
+                           state) * _u32(277803737)
+    return ops.bitwise_xor(ops.right_shift(word, _u32(22)), word)
+
+
+def pixel_uniforms(model, num_samples, seed, pixel):
+    """The draws of raster pixel `pixel` for `num_samples` images: one tensor per shape of
+    `model.distribution.uniform_shapes`, uniform in [1e-5, 1 - 1e-5] as the original's sampler.
+    Element e of image b of draw d is a hash of (seed, pixel, d, b, e): no state, so every
+    sampler and the export draw the same numbers. seed, pixel: ints or scalar tensors."""
+    key = _hash(ops.bitwise_xor(_hash(_u32(seed)), _u32(pixel)))
+    draws = []
+    for d, shape in enumerate(model.distribution.uniform_shapes(())):
+        size = int(np.prod(shape))
+        index = _u32(ops.arange(num_samples * size, dtype="int32"))
+        bits = _hash(ops.bitwise_xor(_hash(key + _u32(d)), _hash(index)))
+        unit = ops.cast(ops.right_shift(bits, _u32(8)), "float32") * (1.0 / 2 ** 24)  # [0, 1)
+        draws.append(ops.reshape(UNIFORM_MIN + unit * (1.0 - 2 * UNIFORM_MIN), (-1, *shape)))
+    return draws
+
+
+def _put(image, pixel, value):
+    """image (N, H, W, C) with raster pixel `pixel` set to value (N, C); exact (a 0/1 mask)."""
+    _, height, width, channels = image.shape
+    mask = ops.reshape(ops.one_hot(pixel, height * width, dtype=image.dtype), (1, height, width, 1))
+    return image * (1.0 - mask) + ops.reshape(ops.cast(value, image.dtype), (-1, 1, 1, channels)) * mask
+
+
+def _seed(seed):
+    """A Python int seed as uint32 (its low 32 bits, as a cast of an int64 tensor gives)."""
+    return _u32(int(seed) & 0xFFFFFFFF) if isinstance(seed, (int, np.integer)) else _u32(seed)
+
+
+# --- the two samplers, as plain functions of keras.ops (any batch size, any backend) --------
+
+def naive(model, num_samples, seed, labels=None):
+    """Continuous samples (N, H, W, C) in [-1, 1]: one full forward pass per pixel."""
     height, width, channels = model.image_shape
-    forward = compiled_for(model, "forward", lambda x, labels: model(x, class_label=labels))
-    x = ops.zeros((n, height, width, channels))
-    for i in range(height):
-        for j in range(width):
-            pixel = model.distribution.sample(forward(x, labels)[:, i, j],
-                                              _draw(model, n, seed_gen))
-            x = ops.slice_update(x, (0, i, j, 0), ops.reshape(pixel, (n, 1, 1, channels)))
-    return x
+    seed = _seed(seed)
+
+    def pixel(k, image):
+        params = model(image, class_label=labels, training=False)
+        flat = ops.reshape(params, (-1, height * width, params.shape[-1]))
+        here = ops.take(flat, ops.reshape(k, (1,)), axis=1)[:, 0]
+        value = model.distribution.sample(here, pixel_uniforms(model, num_samples, seed, k))
+        return _put(image, k, value)
+
+    return ops.fori_loop(0, height * width, pixel,
+                         ops.zeros((num_samples, height, width, channels)))
 
 
-def _row_step(model, x_row, prev, held, labels, phase, row):
-    """The network on one image row: (params (B, 1, W, P), cache entries of the row, held)."""
-    step = RowStep(prev, held, phase, row, model.image_shape[0])
-    params = model(x_row, class_label=labels, ctx=step)
-    return params, step.current, step.held
+def kernels(model):
+    """{layer name: kernel} of every weight-normalised layer, computed once per sampling call
+    (a loop would otherwise normalise every weight at every pixel)."""
+    return {layer.name: layer.kernel() for layer in model.creation_order()
+            if isinstance(layer, _WeightNormBase)}
 
 
-def cached_continuous(model, num_samples, seed=0, labels=None):
-    """Continuous samples in [-1, 1], (N, H, W, C), before rounding: those of
-    `naive_continuous` for the same seed up to float rounding, at about 1/H of the cost."""
-    n = int(num_samples)
+def _steps(model):
+    return ([RowStep] if getattr(model, "vertical_stack", False) else []) + [PixelStep]
+
+
+def _inputs(model, kind, num_samples):
+    """The x a step's call takes (unused values: the steps read the image from the context)."""
+    width, channels = model.image_shape[1:]
+    return ops.zeros((num_samples, 1, width if kind is RowStep else 1, channels))
+
+
+def _steps_over_pixels(model, image, labels, on_pixel, carry):
+    """Run the cached network over every pixel in raster order, as one loop: a `RowStep` per
+    image row (models with a vertical stack), then a `PixelStep` per pixel, after which
+    `on_pixel(k, params (N, P), image, carry)` returns the next (image, carry)."""
+    height, width, _ = model.image_shape
+    num_samples = ops.shape(image)[0]
+    weights = kernels(model)
+    zero = ops.convert_to_tensor(0, "int32")
+
+    # Discover the state's entries and shapes: one step of each kind with everything computed.
+    # Its values are discarded (XLA and TF's function pruning drop the unused ops).
+    state, layouts = {}, {}
+    for kind in _steps(model):
+        ctx = kind(state, image, zero, zero, None, weights)
+        model(_inputs(model, kind, num_samples), class_label=labels, ctx=ctx)
+        state, layouts[kind] = ctx.state(), ctx.layout_of()
+    state = {key: ops.zeros_like(value) for key, value in state.items()}
+
+    def run(kind, row, col, image, state):
+        ctx = kind(state, image, row, col, layouts[kind], weights)
+        out = model(_inputs(model, kind, num_samples), class_label=labels, ctx=ctx)
+        return out, ctx.state()
+
+    def image_row(i, loop):
+        image, state, carry = loop
+        if RowStep in layouts:
+            _, state = run(RowStep, i, zero, image, state)
+
+        def pixel(j, loop):
+            image, state, carry = loop
+            params, state = run(PixelStep, i, j, image, state)
+            image, carry = on_pixel(i * width + j, params[:, 0, 0], image, carry)
+            return image, state, carry
+
+        return ops.fori_loop(0, width, pixel, (image, state, carry))
+
+    image, _, carry = ops.fori_loop(0, height, image_row, (image, state, carry))
+    return image, carry
+
+
+def cached(model, num_samples, seed, labels=None):
+    """Continuous samples (N, H, W, C) in [-1, 1]: those of `naive` for the same seed, up to
+    float rounding, at about the cost of one forward pass."""
+    seed = _seed(seed)
+
+    def draw(k, params, image, carry):
+        value = model.distribution.sample(params, pixel_uniforms(model, num_samples, seed, k))
+        return _put(image, k, value), carry
+
+    image = ops.zeros((num_samples,) + model.image_shape)
+    return _steps_over_pixels(model, image, labels, draw, ())[0]
+
+
+def teacher_forced(model, x, labels=None):
+    """The cached network's parameters at every pixel of given images x (N, H, W, C), one step
+    at a time: (N, H, W, P), the full forward pass's `model(x)` up to float rounding."""
+    height, width, _ = model.image_shape
+
+    def keep(k, params, image, table):
+        mask = ops.reshape(ops.one_hot(k, height * width, dtype=params.dtype), (1, -1, 1))
+        return image, table * (1.0 - mask) + ops.cast(params, "float32")[:, None, :] * mask
+
+    table = ops.zeros((ops.shape(x)[0], height * width, model.distribution.num_params))
+    _, table = _steps_over_pixels(model, x, labels, keep, table)
+    return ops.reshape(table, (-1, height, width, model.distribution.num_params))
+
+
+METHODS = {"cached": cached, "naive": naive}
+
+
+def continuous(model, num_samples, seed=0, labels=None, method="cached"):
+    """`method`'s samples (N, H, W, C) in [-1, 1], from its compiled program (one per model,
+    method and batch size); labels: (N,) int32 or None."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {sorted(METHODS)}")
+    fn = compiled_for(model, method,
+                      lambda n, seed, labels: METHODS[method](model, n, seed, labels),
+                      static_argnums=(0,))
     if labels is not None:
-        labels = ops.convert_to_tensor(labels)
-    seed_gen = keras.random.SeedGenerator(seed)
-    height, width, channels = model.image_shape
-    # The phase (argument 4) selects the program: one trace per value.
-    step = compiled_for(model, "row_step", lambda *args: _row_step(model, *args),
-                        static_argnums=(4,))
-    # Zeros for every cache entry (the original's top padding) and held output, so that row 0
-    # runs the same traced function as the rows below; one uncompiled step finds the shapes.
-    first = ops.zeros((n, 1, width, channels))
-    _, current, held = _row_step(model, first, {}, {}, labels, model.row_phase(0), 0)
-    prev = {key: ops.zeros_like(value) for key, value in current.items()}
-    held = {level: tuple(ops.zeros_like(v) for v in values) for level, values in held.items()}
-    image_rows = []
-    for i in range(height):
-        phase, row = model.row_phase(i), ops.convert_to_tensor(i, "int32")
-        x_row = ops.zeros((n, 1, width, channels))
-        for j in range(width):
-            params, _, _ = step(x_row, prev, held, labels, phase, row)
-            pixel = model.distribution.sample(params[:, 0, j], _draw(model, n, seed_gen))
-            x_row = ops.slice_update(x_row, (0, 0, j, 0), ops.reshape(pixel, (n, 1, 1, channels)))
-        _, current, held = step(x_row, prev, held, labels, phase, row)  # the finished row
-        prev = {**prev, **current}
-        image_rows.append(x_row)
-    return ops.concatenate(image_rows, axis=1)
+        labels = ops.convert_to_tensor(labels, "int32")
+    return fn(int(num_samples), _seed(seed), labels)

@@ -3,8 +3,9 @@
 
 Padding and cropping are exactly the original's: zero-pad then a VALID weight-normalised
 convolution, or a VALID transposed convolution then a crop. The padded zeros also hit the extra
-ones channel of the input, which is how the network tells image from padding. The rows above
-come from the pass context (`passes.py`): zeros on a full pass, the cached rows on a row step.
+ones channel of the input, which is how the network tells image from padding. The pass context
+(`passes.py`) makes the padded input (`ctx.window`): zeros on a full pass, the cached rows and
+positions on a sampler step.
 """
 from keras import ops
 
@@ -22,11 +23,13 @@ class DownShiftedConv2D(WNConv2D):
     def __init__(self, units, filter_size=(2, 3), strides=(1, 1), **kwargs):
         super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
 
-    def call(self, x, ctx=FULL):
+    def padding(self):
+        """(top, left, right) zeros around the input."""
         fh, fw = self.filter_size
-        side = (fw - 1) // 2
-        x = ops.pad(ctx.pad_top(self, x, fh - 1), [[0, 0], [0, 0], [side, side], [0, 0]])
-        return super().call(x, ctx)
+        return fh - 1, (fw - 1) // 2, (fw - 1) // 2
+
+    def call(self, x, ctx=FULL):
+        return super().call(ctx.window(self, x, *self.padding()), ctx)
 
 
 class DownRightShiftedConv2D(WNConv2D):
@@ -39,10 +42,13 @@ class DownRightShiftedConv2D(WNConv2D):
     def __init__(self, units, filter_size=(2, 2), strides=(1, 1), **kwargs):
         super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
 
-    def call(self, x, ctx=FULL):
+    def padding(self):
+        """(top, left, right) zeros around the input."""
         fh, fw = self.filter_size
-        x = ops.pad(ctx.pad_top(self, x, fh - 1), [[0, 0], [0, 0], [fw - 1, 0], [0, 0]])
-        return super().call(x, ctx)
+        return fh - 1, fw - 1, 0
+
+    def call(self, x, ctx=FULL):
+        return super().call(ctx.window(self, x, *self.padding()), ctx)
 
 
 class DownShiftedConv2DTranspose(WNConv2DTranspose):
