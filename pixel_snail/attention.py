@@ -80,7 +80,12 @@ def causal_attention(key, mixin, query, ctx=FULL, owner=None):
         mixed = ops.matmul(probs, _flatten(mixin))
         return ops.reshape(mixed, (-1, *query.shape[1:-1], mixin.shape[-1]))
     keys, values, visible = ctx.history(owner, key, mixin)
-    mixed = ops.matmul(_weights(_flatten(query), keys, visible), values)
+    probs = _weights(_flatten(query), keys, visible)
+    mixed, start = 0.0, 0
+    for part in values:  # P @ V over the key positions, one table of values at a time
+        size = part.shape[1]
+        mixed = mixed + ops.matmul(probs[:, :, start:start + size], part)
+        start += size
     return ops.reshape(mixed, (-1, 1, 1, mixin.shape[-1]))
 
 

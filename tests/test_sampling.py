@@ -55,7 +55,7 @@ def assert_same_images(cached, naive):
     near_boundary = np.abs(levels - np.floor(levels) - 0.5) < 1e-3
     differ = a != b
     assert not np.any(differ & ~near_boundary), np.argwhere(differ & ~near_boundary)
-    assert differ.mean() < 1e-3
+    assert differ.sum() <= max(2, 1e-3 * differ.size)  # rare: at most 2 in small tests
     assert len(np.unique(a)) > 20  # real samples, not a constant image
 
 
@@ -103,3 +103,36 @@ def test_sample_method_is_checked():
     model = _model(8)
     with pytest.raises(ValueError, match="method='slow' is not one of"):
         model.sample(1, method="slow")
+
+
+JAX_SCRIPT = """
+import sys, numpy as np, keras
+sys.path.insert(0, 'tests')
+assert keras.backend.backend() == 'jax'
+from keras import ops
+from test_sampling import CASES, _model, assert_same_images
+from conftest import random_images
+from pixel_cnn_pp.model import sampling
+from pixel_cnn_pp.model.autoregressive import images_to_float
+for case in ('pixelcnn-classes-8', 'pixelcnn-gray-12', 'snail-rgb-8', 'snail-gray-6'):
+    size, channels, num_classes, snail = CASES.get(case, (8, 3, 3, False))
+    model = _model(size, channels, num_classes, snail)
+    labels = None if num_classes is None else np.array([1, 2], np.int32)
+    x = images_to_float(random_images((2, size, size, channels), seed=2))
+    full = ops.convert_to_numpy(model(x, class_label=labels))
+    steps = ops.convert_to_numpy(sampling.teacher_forced(model, x, labels))
+    np.testing.assert_allclose(steps, full, rtol=1e-4, atol=1e-4 * np.abs(full).max())
+    cached = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, 'cached'))
+    naive = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, 'naive'))
+    assert_same_images(cached, naive)
+    print(case, 'ok', flush=True)
+print('JAX_OK')
+"""
+
+
+def test_jax_backend_cached_sampler_equals_naive_and_full_forward():
+    """The same equalities on the JAX backend (jax.jit of the whole sampler), in a fresh
+    process: teacher-forced steps == full forward, cached == naive images."""
+    pytest.importorskip("jax", reason="jax is a test extra: pip install -e .[test]")
+    from fixture_checks import run_with_jax_backend
+    run_with_jax_backend(JAX_SCRIPT)

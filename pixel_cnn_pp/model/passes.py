@@ -363,23 +363,47 @@ class PixelStep(_Step):
         return tuple(previous)
 
     def history(self, owner, key, mixin):
-        """Keys and values of every pixel before (i, j), (B, H*W, d) and (B, H*W, d_v), the
-        ones of pixel (i, j - 1) written now (see `key_inputs`), and the mask (1, H*W) of the
-        visible positions."""
+        """The keys and values of every pixel before (i, j), with those of pixel (i, j - 1)
+        written now (see `key_inputs`): keys (B, M, d), values [(B, M_k, d_v)] that split M,
+        and the mask (1, M) of the visible positions.
+
+        Two tables per tensor, batch first: the finished rows (B, H * W, .), written once per
+        row, and the current row (B, W, .), one position per step; a table of every pixel
+        written per step would copy it whole at every pixel."""
         height, width = self.image.shape[1:3]
         row, col = self.position
-        here = row * width + col
-        index = ops.reshape(ops.maximum(here - 1, 0), (1, 1))
-        tables = []
+        before = ops.maximum(row * width + col - 1, 0)
+        new_row = ops.logical_and(ops.equal(col, 0), row > 0)
+        keys, values = [], []
         for tag, value in (("key", key), ("mixin", mixin)):
-            name = self.key(owner, tag)
-            table = self.get(name, lambda: ops.zeros((height * width, self.batch(),
-                                                      value.shape[-1]), value.dtype))
-            table = ops.scatter_update(table, index, ops.reshape(value, (1, -1, value.shape[-1])))
-            self.set(name, table)
-            tables.append(ops.transpose(table, (1, 0, 2)))
-        visible = ops.arange(height * width, dtype="int32") < here
-        return tables[0], tables[1], ops.cast(ops.reshape(visible, (1, -1)), key.dtype)
+            value = ops.reshape(value, (-1, value.shape[-1]))
+            batch = ops.arange(ops.shape(value)[0], dtype="int32")
+
+            def at(index):  # (B, 2): [b, index] for every image b
+                return ops.stack([batch, ops.zeros_like(batch) + index], axis=1)
+
+            current = self.get(self.key(owner, f"{tag}/row"), lambda: ops.zeros(
+                (ops.shape(value)[0], width, value.shape[-1]), value.dtype))
+            current = ops.scatter_update(current, at(before % width), value)
+            done = self.get(self.key(owner, f"{tag}/rows"), lambda: ops.zeros(
+                (ops.shape(value)[0], height * width, value.shape[-1]), value.dtype))
+            # A new row starts: the row just finished joins the table of finished rows.
+            done = ops.cond(new_row, lambda: _put_row(done, at(row - 1), current, height, width),
+                            lambda: done)
+            self.set(self.key(owner, f"{tag}/row"), current)
+            self.set(self.key(owner, f"{tag}/rows"), done)
+            (keys if tag == "key" else values).extend([done, current])
+        visible = ops.concatenate([
+            ops.repeat(ops.arange(height, dtype="int32") < row, width),
+            ops.arange(width, dtype="int32") < col])
+        return (ops.concatenate(keys, axis=1), values,
+                ops.cast(ops.reshape(visible, (1, -1)), key.dtype))
+
+
+def _put_row(done, index, row, height, width):
+    """done (B, H * W, C) with image row index[:, 1] set to row (B, W, C)."""
+    grid = ops.reshape(done, (-1, height, width, done.shape[-1]))
+    return ops.reshape(ops.scatter_update(grid, index, row), (-1, height * width, done.shape[-1]))
 
 
 def _log2(stride):
