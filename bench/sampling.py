@@ -130,6 +130,9 @@ def main(argv):
             model.sample(batch, seed=3)  # trace for this batch size
             seconds, _ = timed(lambda: model.sample(batch, seed=1))
             text += f"| {batch} | {seconds:.1f} s | {seconds / batch:.2f} s |\n"
+    from pixel_cnn_pp.model.sampling import state_bytes
+    text += (f"\nCached sampler state (caches and held outputs) at {n} images: "
+             f"{state_bytes(model, n) / 2 ** 20:.0f} MiB.\n")
     record(text)
 
 

@@ -36,14 +36,19 @@ def compiled_for(model, name, fn, static_argnums=()):
     """`fn` (which runs `model`) compiled once per model and input signature: tf.function on
     TensorFlow; on JAX, jax.jit with the model's variables passed in through a
     `keras.StatelessScope`, so new weights (e.g. the EMA ones) are seen without a new trace.
-    `static_argnums`: Python values that select the program (traced once per value). Other
+    `static_argnums`: Python ints that set shapes: static under jax.jit (one program per
+    value); TensorFlow gets them as int32 tensors, so one graph serves every batch size and it
+    is the graph the export saves (same shapes known, same kernels, the same images). Other
     backends run `fn` op by op. The only backend-specific code of the samplers."""
     functions = _CACHE.setdefault(model, {})
     if name not in functions:
         backend = keras.backend.backend()
         if backend == "tensorflow":
             import tensorflow as tf  # only on the TensorFlow backend
-            functions[name] = tf.function(fn, autograph=False)  # keras.ops loops only
+            graph = tf.function(fn, autograph=False)  # keras.ops loops only
+            functions[name] = lambda *args: graph(*[
+                tf.constant(a, tf.int32) if i in static_argnums else a
+                for i, a in enumerate(args)])
         elif backend == "jax":
             import jax
             variables = list(model.variables)
@@ -136,6 +141,26 @@ def _inputs(model, kind, num_samples):
     return ops.zeros((num_samples, 1, width if kind is RowStep else 1, channels))
 
 
+def _discover(model, image, labels, weights):
+    """The sampler's initial state {key: zeros} and each step kind's layout, from one step of
+    each kind with everything computed; its values are discarded (XLA and TF's function
+    pruning drop the unused ops)."""
+    zero = ops.convert_to_tensor(0, "int32")
+    state, layouts = {}, {}
+    for kind in _steps(model):
+        ctx = kind(state, image, zero, zero, None, weights)
+        model(_inputs(model, kind, ops.shape(image)[0]), class_label=labels, ctx=ctx)
+        state, layouts[kind] = ctx.state(), ctx.layout_of()
+    return {key: ops.zeros_like(value) for key, value in state.items()}, layouts
+
+
+def state_bytes(model, num_samples, labels=None):
+    """Bytes of the cached sampler's state (caches and held outputs) for `num_samples` images."""
+    image = ops.zeros((num_samples,) + model.image_shape)
+    state, _ = _discover(model, image, labels, kernels(model))
+    return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in state.values())
+
+
 def _steps_over_pixels(model, image, labels, on_pixel, carry):
     """Run the cached network over every pixel in raster order, as one loop: a `RowStep` per
     image row (models with a vertical stack), then a `PixelStep` per pixel, after which
@@ -145,14 +170,7 @@ def _steps_over_pixels(model, image, labels, on_pixel, carry):
     weights = kernels(model)
     zero = ops.convert_to_tensor(0, "int32")
 
-    # Discover the state's entries and shapes: one step of each kind with everything computed.
-    # Its values are discarded (XLA and TF's function pruning drop the unused ops).
-    state, layouts = {}, {}
-    for kind in _steps(model):
-        ctx = kind(state, image, zero, zero, None, weights)
-        model(_inputs(model, kind, num_samples), class_label=labels, ctx=ctx)
-        state, layouts[kind] = ctx.state(), ctx.layout_of()
-    state = {key: ops.zeros_like(value) for key, value in state.items()}
+    state, layouts = _discover(model, image, labels, weights)
 
     def run(kind, row, col, image, state):
         ctx = kind(state, image, row, col, layouts[kind], weights)

@@ -9,6 +9,7 @@ from pixel_cnn_pp.model import sampling
 from pixel_cnn_pp.model.autoregressive import float_to_images
 
 
+@tf.autograph.experimental.do_not_convert  # keras.ops loops: nothing for AutoGraph to rewrite
 def sample_images(model, num_samples, seed, class_label=None, method="cached"):
     """uint8 images (num_samples, H, W, C) from `model`; num_samples and seed may be tensors.
 

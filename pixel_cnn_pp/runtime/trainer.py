@@ -25,6 +25,12 @@ from pixel_cnn_pp.runtime import atomic, runs, samples
 from pixel_cnn_pp.runtime import data as data_lib
 from pixel_cnn_pp.runtime.distribute import is_chief
 
+# The host reads the losses every SYNC_EVERY steps (and at the end of an epoch), not after
+# every step: a read waits for the device, which then idles until the next step is sent. A
+# non-finite loss still stops the run before the epoch's checkpoint, so the last checkpoint on
+# disk is a good one.
+SYNC_EVERY = 20
+
 
 def bits_per_dim(model, nats, num_images):
     """The original's normalisation: nats / (ln 2 * H*W*C * images)."""
@@ -241,17 +247,22 @@ class Trainer:
             # next() exactly steps_per_epoch times: reaching the end of a distributed
             # iterator after training steps was measured to stall for seconds.
             batches = iter(self.distribute(self.data.train, config.seed + epoch))
+            pending = []  # losses still on the device: reading one waits for its step
             for step in range(steps_per_epoch):
-                nats = float(self.train_step(next(batches)))
-                if not math.isfinite(nats):
-                    raise TrainingError(
-                        f"loss is {nats} at step {int(self.optimizer.iterations.numpy())} "
-                        f"(epoch {epoch}); stopped. Last good checkpoint: "
-                        f"{self.manager.latest_checkpoint or 'none'}")
-                total += nats
-                bar.update(step + 1, [("bpd", bits_per_dim(self.model, nats, self.global_batch)),
-                                      ("img/s", (step + 1) * self.global_batch
-                                       / (time.time() - start))])
+                pending.append(self.train_step(next(batches)))
+                if len(pending) < SYNC_EVERY and step + 1 < steps_per_epoch:
+                    continue
+                values, pending = [float(nats) for nats in pending], []
+                for i, nats in enumerate(values):
+                    if not math.isfinite(nats):
+                        failed = int(self.optimizer.iterations.numpy()) - len(values) + i + 1
+                        raise TrainingError(
+                            f"loss is {nats} at step {failed} (epoch {epoch}); stopped. Last "
+                            f"good checkpoint: {self.manager.latest_checkpoint or 'none'}")
+                total += sum(values)
+                bar.update(step + 1, [
+                    ("bpd", bits_per_dim(self.model, values[-1], self.global_batch)),
+                    ("img/s", (step + 1) * self.global_batch / (time.time() - start))])
             seconds = time.time() - start
             train_bpd = bits_per_dim(self.model, total, steps_per_epoch * self.global_batch)
             images_per_s = steps_per_epoch * self.global_batch / seconds
