@@ -158,7 +158,8 @@ class AutoregressiveModel(keras.Model):
         original's `sample_from_model`, one full forward pass per pixel in raster order,
         continuous samples fed back; kept as the reference. Both use the same draws, so they
         give the same images up to float rounding (a value within ~1e-6 of a level boundary may
-        round to the neighbouring level).
+        round to the neighbouring level). Under mixed_bfloat16 they differ by bfloat16 rounding,
+        which can flip a mixture choice, so only float32 models give the same images.
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
                 or num_samples <= 0:

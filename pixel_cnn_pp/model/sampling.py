@@ -7,10 +7,10 @@ Naive (`sample_from_model` of the original `train.py`): one full forward pass pe
 raster order, the continuous sample fed back.
 
 Cached, after Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
-Models": the network runs under pass contexts (`passes.py`). A model with a vertical stack
+Models": the network runs under the step contexts of `steps.py`. A model with a vertical stack
 (PixelCNN++'s u stream, which sees only the rows above) computes it once per image row
 (`RowStep`); everything else runs once per pixel (`PixelStep`), each layer computing its one
-output at (i, j) from ring buffers of the inputs it needs, the half- and quarter-resolution
+output at (i, j) from buffers of the input rows it needs, the half- and quarter-resolution
 levels only on the pixels where their input changes, attention with one query against the keys
 and values so far. A whole image costs about one forward pass.
 
@@ -26,7 +26,7 @@ import numpy as np
 from keras import ops
 
 from pixel_cnn_pp.model.mixture import UNIFORM_MIN
-from pixel_cnn_pp.model.passes import PixelStep, RowStep
+from pixel_cnn_pp.model.steps import PixelStep, RowStep
 from pixel_cnn_pp.model.weight_norm import _WeightNormBase
 
 _CACHE = weakref.WeakKeyDictionary()  # model -> {name: compiled function}
@@ -116,7 +116,7 @@ def naive(model, num_samples, seed, labels=None):
     def pixel(k, image):
         params = model(image, class_label=labels, training=False)
         flat = ops.reshape(params, (-1, height * width, params.shape[-1]))
-        here = ops.take(flat, ops.reshape(k, (1,)), axis=1)[:, 0]
+        here = ops.cast(ops.take(flat, ops.reshape(k, (1,)), axis=1)[:, 0], "float32")
         value = model.distribution.sample(here, pixel_uniforms(model, num_samples, seed, k))
         return _put(image, k, value)
 
@@ -200,7 +200,8 @@ def cached(model, num_samples, seed, labels=None):
     seed = _seed(seed)
 
     def draw(k, params, image, carry):
-        value = model.distribution.sample(params, pixel_uniforms(model, num_samples, seed, k))
+        value = model.distribution.sample(ops.cast(params, "float32"),  # as the loss: float32
+                                          pixel_uniforms(model, num_samples, seed, k))
         return _put(image, k, value), carry
 
     image = ops.zeros((num_samples,) + model.image_shape)

@@ -1,0 +1,354 @@
+"""The cached sampler's pass contexts (see `passes.py`): one step of the generation loop of
+`sampling.py` at image position (i, j).
+
+* `RowStep`: image row i of the vertical stack (PixelCNN++'s u stream, which sees only the rows
+  above): each causal convolution reads the rows above its input from a cache; the down-sampled
+  levels run only on rows i = 0 mod 2**level;
+* `PixelStep`: pixel (i, j) of everything else: each layer computes its one output at (i, j),
+  reading its input window from buffers of the rows it needs; the level-L computation runs only
+  where i and j are multiples of 2**L, and attention reads its keys and values so far.
+
+A step's state is a flat dict of tensors (caches and held outputs) with a fixed set of keys and
+shapes, so that the sampler can carry it through a compiled loop: a first `discovering` step
+finds the keys and shapes; later steps skip a level with `ops.cond`, whose branches return the
+level's entries.
+"""
+from keras import layers as keras_layers
+from keras import ops, tree
+
+from pixel_cnn_pp.model.passes import Pass, with_ones
+
+
+def _name(owner, tag=None):
+    if isinstance(owner, keras_layers.Layer):
+        return owner.name if tag is None else f"{owner.name}/{tag}"
+    raise TypeError(f"cache owners are layers, got {owner!r}")
+
+
+def _pick(x, index, axis):
+    """x with `axis` reduced to the one entry `index` (a scalar tensor), the axis kept."""
+    return ops.take(x, ops.reshape(ops.cast(index, "int32"), (1,)), axis=axis)
+
+
+class _Step(Pass):
+    """A step of the cached sampler at (row, col) (int32 scalars) of the `image` so far
+    (B, H, W, C). `state` {key: tensor} holds the caches before the step; `layout` (from
+    `discover`ed steps) the level of each key and the structure of held outputs, None while
+    discovering; `kernels` {layer name: kernel} the weights, computed once per sampling call."""
+
+    prefix = None
+
+    def __init__(self, state, image, row, col, layout=None, kernels=None):
+        super().__init__(init=False)
+        self.prev = state
+        self.current = {}
+        self.image = image
+        self.position = (row, col)
+        self.layout = layout
+        self.kernels = kernels or {}
+        self.levels = {}  # key -> level, recorded while discovering
+        self.structures = {}
+        self.level_now = 0
+
+    @property
+    def discovering(self):
+        return self.layout is None
+
+    def key(self, owner, tag=None):
+        return self.prefix + _name(owner, tag)
+
+    def get(self, key, make):
+        if key in self.current:
+            return self.current[key]
+        if key in self.prev:
+            return self.prev[key]
+        if not self.discovering:
+            raise KeyError(f"no cache entry {key!r}: discover the sampler's state first")
+        return make()
+
+    def set(self, key, value):
+        self.current[key] = value
+        self.levels.setdefault(key, self.level_now)
+
+    def state(self):
+        return {**self.prev, **self.current}
+
+    def kernel(self, layer):
+        k = self.kernels.get(layer.name)
+        if k is None:
+            return layer.kernel()
+        return tree.map_structure(lambda t: ops.cast(t, layer.compute_dtype), k)
+
+    def batch(self):
+        return ops.shape(self.image)[0]
+
+    def active(self, level):
+        raise NotImplementedError
+
+    def record_input(self, owner, x):
+        raise NotImplementedError
+
+    def level(self, level, fn, x, owner):
+        self.record_input(owner, x)  # the strided conv's input, needed whether or not it runs
+        held = f"{self.prefix}held/{level}/"
+
+        def compute():
+            saved, self.level_now = self.level_now, level
+            out = fn(x)
+            self.level_now = saved
+            flat = tree.flatten(out)
+            self.structures[level] = out
+            for i, value in enumerate(flat):
+                self.hold(f"{held}{i}", value, level)
+                self.levels[f"{held}{i}"] = level
+            return out
+
+        if self.discovering:
+            compute()
+            return tree.pack_sequence_as(self.structures[level], [
+                self.held(f"{held}{i}", level)
+                for i in range(len(tree.flatten(self.structures[level])))])
+        keys = sorted(k for k, lvl in self.layout["levels"].items() if lvl >= level)
+        outer = dict(self.current)
+
+        def branch(run):
+            def fn_():
+                self.current = dict(outer)
+                if run:
+                    compute()
+                return [self.current.get(k, self.prev.get(k)) for k in keys]
+            return fn_
+
+        values = ops.cond(self.active(level), branch(True), branch(False))
+        self.current = outer
+        self.current.update(zip(keys, values))
+        structure = self.layout["structures"][level]
+        return tree.pack_sequence_as(structure, [self.held(f"{held}{i}", level)
+                                                 for i in range(len(tree.flatten(structure)))])
+
+    def hold(self, key, value, level):
+        """Keep an output of `level` for the steps on which the level does not run."""
+        self.set(key, value)
+
+    def held(self, key, level):
+        """The output of `level` that this step uses, computed now or held."""
+        return self.current[key]
+
+    def layout_of(self):
+        """{"levels": {key: level}, "structures": {level: held output}} of a discovering step."""
+        structures = {level: tree.map_structure(lambda t: 0, out)
+                      for level, out in self.structures.items()}
+        return {"levels": dict(self.levels), "structures": structures}
+
+    def padded_image(self, layer):
+        """with_ones(image) zero-padded as `layer.padding()` pads its input, in the layer's
+        compute dtype (a layer's __call__ would cast it)."""
+        top, left, right = layer.padding()
+        image = ops.cast(self.image, layer.compute_dtype)
+        return ops.pad(with_ones(image), [[0, 0], [top, 0], [left, right], [0, 0]])
+
+
+class RowStep(_Step):
+    """Image row i of the vertical stack: every map is one row (B, 1, W_level, C), computed
+    from the cached rows above it. Only models whose `call` goes through `ctx.vertical` (a
+    stack that never sees the current row) have one; `vertical` stores its values in the state
+    and the call returns None."""
+
+    prefix = "row:"
+
+    def active(self, level):
+        return ops.equal(self.position[0] % (2 ** level), 0)
+
+    def _rows_above(self, layer, x, top):
+        """x (B, 1, W, C) below the `top` cached rows above it (those before this step)."""
+        key = self.key(layer)
+        if key in self.prev:
+            above = self.prev[key]
+        elif self.discovering:  # the original's zero padding above row 0
+            above = ops.zeros((self.batch(), top) + tuple(x.shape[2:]), x.dtype)
+        else:
+            raise KeyError(f"no cache entry {key!r}: discover the sampler's state first")
+        return key, ops.concatenate([above, x], axis=1)
+
+    def window(self, layer, x, top, left, right):
+        if top:
+            key, x = self._rows_above(layer, x, top)
+            if layer.strides[0] == 1:  # a strided conv's input is recorded by `level`
+                self.set(key, x[:, -top:])
+        return ops.pad(x, [[0, 0], [0, 0], [left, right], [0, 0]])
+
+    def record_input(self, owner, x):
+        top = owner.padding()[0]
+        if top:
+            key, rows = self._rows_above(owner, x, top)
+            self.set(key, rows[:, -top:])
+
+    def shifted_input(self, layer, x, shift):
+        if shift != "down":
+            raise ValueError("a row step computes the vertical stack: down-shifted inputs only")
+        fh = layer.filter_size[0]
+        padded = self.padded_image(layer)
+        above = ops.maximum(self.position[0] - 1, 0)  # down_shift: row i - 1 of the conv
+        window = ops.slice(padded, [0, above, 0, 0],
+                           [self.batch(), fh, padded.shape[2], padded.shape[3]])
+        y = layer.convolve(window, self)
+        return y * ops.cast(self.position[0] > 0, y.dtype)  # row 0: the shift's zeros
+
+    def upsampled(self, y, level):
+        return _pick(y, self.position[0] // 2 ** level % 2, axis=1)
+
+    def vertical(self, fn):
+        values = fn()
+        for name, value in values.items():
+            self.set(f"{self.prefix}vertical/{name}", value)
+        return None
+
+
+class PixelStep(_Step):
+    """Pixel (i, j) of the horizontal stack: every map is one position (B, 1, 1, C). Causal
+    convolutions keep their input's last rows in ring buffers (slots, W + left, B, C), written
+    one position per step; the vertical stack's rows come from the `RowStep` of row i."""
+
+    prefix = "pixel:"
+
+    def active(self, level):
+        row, col = self.position
+        step = 2 ** level
+        return ops.logical_and(ops.equal(row % step, 0), ops.equal(col % step, 0))
+
+    def _rows(self, layer, x, top, left, level):
+        """The keys and tensors of a causal conv's input rows at `level`, (W + left, B, C):
+        the row being written and (top = 1) the finished row above it."""
+        if top > 1:
+            raise ValueError(f"{layer.name}: pixel steps keep one row above; filter height "
+                             f"{top + 1} is not supported")
+        width = self.image.shape[2] // 2 ** level
+        keys = [self.key(layer, "row")] + ([self.key(layer, "above")] if top else [])
+        make = lambda: ops.zeros((width + left, self.batch(), x.shape[-1]), x.dtype)  # noqa
+        return keys, [self.get(key, make) for key in keys]
+
+    def _write(self, layer, x, top, left, level):
+        """Write x (B, 1, 1, C), the conv's input at this step's position at `level`."""
+        keys, rows = self._rows(layer, x, top, left, level)
+        col = self.position[1] // 2 ** level
+        if top:  # a new row starts at column 0: the finished one moves up (no copy)
+            self.set(keys[1], ops.cond(ops.equal(col, 0), lambda: rows[0], lambda: rows[1]))
+        # One position of a (W + left, B, C) buffer: the write that each pixel step pays for.
+        index = ops.reshape(col + left, (1, 1))
+        self.set(keys[0], ops.scatter_update(rows[0], index,
+                                             ops.reshape(x, (1, -1, x.shape[-1]))))
+
+    def window(self, layer, x, top, left, right):
+        if right:
+            raise ValueError(f"{layer.name}: a down-shifted convolution sees the pixels to the "
+                             "right, so it cannot run one pixel at a time")
+        stride = layer.strides[0]
+        level_in = self.level_now - _log2(stride)
+        if stride == 1:  # a strided conv's input is recorded by `level`
+            self._write(layer, x, top, left, level_in)
+        _, rows = self._rows(layer, x, top, left, level_in)
+        start = self.position[1] // 2 ** self.level_now * stride
+        cols = [ops.slice(r, [start, 0, 0], [left + 1, r.shape[1] or self.batch(), r.shape[2]])
+                for r in reversed(rows)]  # the row above first
+        return ops.transpose(ops.stack(cols), (2, 0, 1, 3))  # (B, top + 1, left + 1, C)
+
+    def record_input(self, owner, x):
+        top, left, _ = owner.padding()
+        self._write(owner, x, top, left, self.level_now)
+
+    def shifted_input(self, layer, x, shift):
+        fh, fw = layer.filter_size
+        padded = self.padded_image(layer)
+        row, col = self.position
+        if shift == "down":  # the conv at (i - 1, j); row 0 gets the shift's zeros
+            start, valid = [0, ops.maximum(row - 1, 0), col, 0], row > 0
+        else:  # the conv at (i, j - 1); column 0 gets the shift's zeros
+            start, valid = [0, row, ops.maximum(col - 1, 0), 0], col > 0
+        window = ops.slice(padded, start, [self.batch(), fh, fw, padded.shape[3]])
+        y = layer.convolve(window, self)
+        return y * ops.cast(valid, y.dtype)
+
+    def hold(self, key, value, level):
+        """A table (W_level, ...) of the level's outputs along its current row: the pixels of
+        the next rows (and columns) that the level skips read theirs from it."""
+        width = self.image.shape[2] // 2 ** level
+        table = self.get(key, lambda: ops.zeros((width,) + tuple(ops.shape(value)), value.dtype))
+        col = ops.reshape(self.position[1] // 2 ** level, (1, 1))
+        self.set(key, ops.scatter_update(table, col, value[None]))
+
+    def held(self, key, level):
+        return _pick(self.current[key], self.position[1] // 2 ** level, axis=0)[0]
+
+    def upsampled(self, y, level):
+        row, col = (p // 2 ** level % 2 for p in self.position)
+        return _pick(_pick(y, row, axis=1), col, axis=2)
+
+    def at(self, value, level):
+        return _pick(value, self.position[1] // 2 ** level, axis=2)
+
+    def vertical(self, fn):
+        prefix = f"{RowStep.prefix}vertical/"
+        return {key[len(prefix):]: value for key, value in self.prev.items()
+                if key.startswith(prefix)}
+
+    def key_inputs(self, owner, x, *tensors):
+        """The inputs of pixel (i, j - 1)'s keys (in raster order: the pixel before): its x
+        from the image, now drawn, and the other tensors as stored by the previous step.
+        Position 0 gets zeros, which its query masks out."""
+        row, col = self.position
+        before = ops.maximum(row * self.image.shape[2] + col - 1, 0)
+        flat = ops.reshape(self.image, (self.batch(), -1, self.image.shape[3]))
+        previous = [ops.cast(ops.reshape(_pick(flat, before, axis=1), (-1, 1, 1, x.shape[-1])),
+                             x.dtype)]
+        for i, t in enumerate(tensors):
+            key = self.key(owner, f"before{i}")
+            previous.append(self.get(key, lambda: ops.zeros_like(t)))
+            self.set(key, t)
+        return tuple(previous)
+
+    def history(self, owner, key, mixin):
+        """The keys and values of every pixel before (i, j), with those of pixel (i, j - 1)
+        written now (see `key_inputs`): keys (B, M, d), values [(B, M_k, d_v)] that split M,
+        and the mask (1, M) of the visible positions.
+
+        Two tables per tensor, batch first: the finished rows (B, H * W, .), written once per
+        row, and the current row (B, W, .), one position per step; a table of every pixel
+        written per step would copy it whole at every pixel."""
+        height, width = self.image.shape[1:3]
+        row, col = self.position
+        before = ops.maximum(row * width + col - 1, 0)
+        new_row = ops.logical_and(ops.equal(col, 0), row > 0)
+        keys, values = [], []
+        for tag, value in (("key", key), ("mixin", mixin)):
+            value = ops.reshape(value, (-1, value.shape[-1]))
+            batch = ops.arange(ops.shape(value)[0], dtype="int32")
+
+            def at(index):  # (B, 2): [b, index] for every image b
+                return ops.stack([batch, ops.zeros_like(batch) + index], axis=1)
+
+            current = self.get(self.key(owner, f"{tag}/row"), lambda: ops.zeros(
+                (ops.shape(value)[0], width, value.shape[-1]), value.dtype))
+            current = ops.scatter_update(current, at(before % width), value)
+            done = self.get(self.key(owner, f"{tag}/rows"), lambda: ops.zeros(
+                (ops.shape(value)[0], height * width, value.shape[-1]), value.dtype))
+            # A new row starts: the row just finished joins the table of finished rows.
+            done = ops.cond(new_row, lambda: _put_row(done, at(row - 1), current, height, width),
+                            lambda: done)
+            self.set(self.key(owner, f"{tag}/row"), current)
+            self.set(self.key(owner, f"{tag}/rows"), done)
+            (keys if tag == "key" else values).extend([done, current])
+        visible = ops.concatenate([
+            ops.repeat(ops.arange(height, dtype="int32") < row, width),
+            ops.arange(width, dtype="int32") < col])
+        return (ops.concatenate(keys, axis=1), values,
+                ops.cast(ops.reshape(visible, (1, -1)), key.dtype))
+
+
+def _put_row(done, index, row, height, width):
+    """done (B, H * W, C) with image row index[:, 1] set to row (B, W, C)."""
+    grid = ops.reshape(done, (-1, height, width, done.shape[-1]))
+    return ops.reshape(ops.scatter_update(grid, index, row), (-1, height * width, done.shape[-1]))
+
+
+def _log2(stride):
+    return {1: 0, 2: 1}[int(stride)]
