@@ -1,14 +1,22 @@
 """Training-step throughput of the shared Trainer (forward + backward + original Adam + EMA),
-variants side by side in one run.
+variants side by side in one run, optionally beside an earlier commit and the original code.
 
     python bench/train_throughput.py --preset=cifar10 --batch_size=16 --steps=3 \
-        --variants=float32,xla,bf16,xla+bf16
+        --variants=float32,no-onednn,xla --baseline=HEAD~1 --original
 
-Each variant runs in its own subprocess (so peak memory is its own): `float32` is tf.function,
-`xla` adds `jit_compile=True`, `bf16` the `mixed_bfloat16` policy. Prints a table of seconds per
-step (median after one traced warm-up step), images/s, warm-up time and peak resident memory,
-with the ratio to the first variant, and appends it to bench/RESULTS.md with the command,
-machine and versions.
+Each measurement runs in its own subprocess (its own peak memory, its own TensorFlow settings):
+
+* `--variants`: `float32` is the project's defaults (tf.function, oneDNN's graph rewrites on);
+  `no-onednn` turns those off (TF_ENABLE_ONEDNN_OPTS=0, TensorFlow's own default on CPUs
+  without AVX-512); `xla` adds `jit_compile=True`; `bf16` the `mixed_bfloat16` policy.
+* `--baseline=REV`: the same variants on the code of git revision REV (exported to a temporary
+  folder), run as that code ran by default: the before of a before/after in one run.
+* `--original`: the original TF1 code (`../shared/baseline/time_original.py`, its own venv:
+  see that folder's README), with TensorFlow's defaults and with oneDNN's rewrites on.
+
+Prints seconds per step (median after one traced warm-up step), images/s, the ratio to the
+original (TF defaults) and to the first row, warm-up time and peak resident memory, and appends
+the table to bench/RESULTS.md with the command, machine and versions.
 """
 import json
 import os
@@ -16,8 +24,10 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
+ENV_AT_START = dict(os.environ)  # before any import can set TensorFlow's variables
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -26,17 +36,33 @@ from absl import app, flags  # noqa: E402
 
 from bench.harness import record  # noqa: E402
 
-# Explicit values: a preset's own choice (cifar10 sets jit_compile) must not leak in.
-VARIANTS = {"float32": dict(jit_compile=False, mixed_precision="float32"),
-            "xla": dict(jit_compile=True, mixed_precision="float32"),
-            "bf16": dict(jit_compile=False, mixed_precision="mixed_bfloat16"),
-            "xla+bf16": dict(jit_compile=True, mixed_precision="mixed_bfloat16")}
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+# Preset: (the original's model in time_original.py, the batch size it times).
+ORIGINALS = {"cifar10": ("pixel-cnn", 16), "snail_cifar10": ("pixelsnail", 8)}
+# Trainer settings by worker name. Explicit values: a preset's own choice must not leak in.
+SETTINGS = {
+    "float32": dict(jit_compile=False, mixed_precision="float32"),
+    "xla": dict(jit_compile=True, mixed_precision="float32"),
+    "bf16": dict(jit_compile=False, mixed_precision="mixed_bfloat16"),
+    "xla+bf16": dict(jit_compile=True, mixed_precision="mixed_bfloat16"),
+}
+# Variant: (worker name, environment). Worker names are those of earlier versions of this
+# script too, so that --baseline runs the old code's own worker.
+VARIANTS = {**{name: (name, {}) for name in SETTINGS}, "no-onednn": ("float32", {ONEDNN: "0"})}
 
 flags.DEFINE_string("preset", "cifar10", "Preset whose model is timed (PixelSNAIL's included).")
 flags.DEFINE_integer("batch_size", 16, "Images per step.")
 flags.DEFINE_integer("steps", 3, "Timed steps after one warm-up step.")
-flags.DEFINE_list("variants", ["float32", "xla", "bf16", "xla+bf16"],
+flags.DEFINE_list("variants", ["float32", "no-onednn", "xla"],
                   f"Variants to compare: {', '.join(VARIANTS)}.")
+flags.DEFINE_string("baseline", None, "A git revision whose code runs the same variants.")
+flags.DEFINE_bool("original", False, "Also time the original TF1 code (presets "
+                  f"{', '.join(ORIGINALS)} at their published batch sizes).")
+flags.DEFINE_string("original_python", "/tmp/tf1env/bin/python",
+                    "Python of the original's TF1 venv (../shared/baseline/README.md).")
+flags.DEFINE_string("original_script",
+                    os.path.join(os.path.dirname(ROOT), "shared", "baseline", "time_original.py"),
+                    "The original's timing script.")
 flags.DEFINE_integer("nr_resnet", 0, "Override the preset's nr_resnet (0: keep).")
 flags.DEFINE_integer("nr_filters", 0, "Override the preset's nr_filters (0: keep).")
 flags.DEFINE_string("_worker", None, "Internal: run one variant and print its JSON.")
@@ -50,7 +76,7 @@ def run_variant(name):
     from bench.harness import preset_trainer
 
     overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters") if getattr(F, k)}
-    trainer, batch = preset_trainer(F.preset, F.batch_size, **overrides, **VARIANTS[name])
+    trainer, batch = preset_trainer(F.preset, F.batch_size, **overrides, **SETTINGS[name])
     start = time.time()
     first_loss = float(trainer.train_step(batch))
     warmup = time.time() - start
@@ -65,6 +91,52 @@ def run_variant(name):
                       "versions": f"TF {tf.__version__}"}))
 
 
+def _env(extra):
+    env = {k: v for k, v in ENV_AT_START.items() if k != ONEDNN}
+    if ONEDNN in ENV_AT_START:  # the caller's choice wins over the variant's
+        extra = {**extra, ONEDNN: ENV_AT_START[ONEDNN]}
+    return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
+def _ours(name, code_root, passthrough):
+    script = os.path.join(code_root, "bench", "train_throughput.py")
+    worker, extra_env = VARIANTS[name]
+    out = subprocess.run([sys.executable, script, *passthrough, f"--_worker={worker}"],
+                         capture_output=True, text=True, cwd=code_root,
+                         env=_env(extra_env))
+    if out.returncode:
+        print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _original(extra_env):
+    """The original's training step at the paper configuration and published batch size."""
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        done = subprocess.run(
+            [F.original_python, F.original_script, ORIGINALS[F.preset][0], "--steps", str(F.steps),
+             "--sample-forwards", "0"], capture_output=True, text=True, cwd=ROOT,
+            env=_env({**extra_env, "TIMING_OUT": out.name}))
+        lines = [json.loads(line) for line in out.read().splitlines() if line.strip()]
+    lines = [r for r in lines if r.get("batch") == F.batch_size and "median_step_s" in r]
+    if done.returncode or not lines:
+        print(f"original: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    r = lines[0]
+    return {"step": r["median_step_s"], "warmup": r["warmup_s"][0], "params": r["num_params"],
+            "loss": float("nan"), "rss_gib": float("nan"), "versions": f"TF {r['machine']['tf']}"}
+
+
+def _export(rev):
+    """The tree of git revision `rev` in a temporary folder (its own bench/ and packages)."""
+    folder = tempfile.mkdtemp(prefix="bench_baseline_")
+    archive = subprocess.run(["git", "-C", ROOT, "archive", rev], capture_output=True)
+    if archive.returncode:
+        sys.exit(f"bench: error: --baseline={rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+    return folder
+
+
 def main(argv):
     del argv
     if F._worker:
@@ -72,35 +144,50 @@ def main(argv):
     unknown = [v for v in F.variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"bench: error: --variants={','.join(unknown)} not in {', '.join(VARIANTS)}")
+    if F.original and (ORIGINALS.get(F.preset, (0, 0))[1] != F.batch_size or overrides_text()):
+        sys.exit(f"bench: error: --original times the published configurations only: "
+                 f"{', '.join(f'--preset={p} --batch_size={b}' for p, (_, b) in ORIGINALS.items())}, "
+                 "no --nr_resnet/--nr_filters")
+    if F.original and not os.path.exists(F.original_python):
+        sys.exit(f"bench: error: --original_python={F.original_python} does not exist; "
+                 "see ../shared/baseline/README.md")
     import keras
-    results = {}
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--variants")]
-    for name in F.variants:
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), *passthrough,
-                              f"--_worker={name}"], capture_output=True, text=True)
-        if out.returncode:
-            print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
-            continue
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{name}: {results[name]}", flush=True)
+    passthrough = [a for a in sys.argv[1:]
+                   if not a.startswith(("--variants", "--baseline", "--original"))]
+    runs = []  # (label, result)
+    if F.original:
+        for label, env in (("original TF1 code, TF defaults", {}),
+                           ("original TF1 code, oneDNN rewrites on", {ONEDNN: "1"})):
+            runs.append((label, _original(env)))
+            print(f"{label}: {runs[-1][1]}", flush=True)
+    trees = [("", ROOT)]
+    if F.baseline:
+        trees.insert(0, (f"{F.baseline}: ", _export(F.baseline)))
+    for prefix, tree in trees:
+        for name in F.variants:
+            runs.append((f"{prefix}{name}", _ours(name, tree, passthrough)))
+            print(f"{runs[-1][0]}: {runs[-1][1]}", flush=True)
+    results = [(label, r) for label, r in runs if r]
     if not results:
-        sys.exit("bench: error: every variant failed")
-    base = results[next(iter(results))]["step"]
-    any_result = next(iter(results.values()))
+        sys.exit("bench: error: every run failed")
+    first = results[0][1]["step"]
+    original = runs[0][1]["step"] if F.original and runs[0][1] else None
+    any_result = results[-1][1]
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, {any_result['versions']}, "
                f"Keras {keras.__version__}")
     command = "python bench/train_throughput.py " + " ".join(sys.argv[1:])
     lines = [f"\n`{command}` ({machine}, {time.strftime('%Y-%m-%d')}): "
-             f"{F.preset}{' with ' + str(overrides_text()) if overrides_text() else ''}, "
+             f"{F.preset}{' with ' + overrides_text() if overrides_text() else ''}, "
              f"{any_result['params']:,} parameters, batch {F.batch_size}\n",
-             "| variant | s/step (median) | images/s | vs first | first step (trace/compile) "
-             "| peak RSS | first loss (nats) |", "|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['step']:.2f} s | {F.batch_size / r['step']:.2f} | "
-                     f"{base / r['step']:.2f}x | {r['warmup']:.0f} s | {r['rss_gib']:.1f} GiB | "
-                     f"{r['loss']:.1f} |")
-    text = "\n".join(lines) + "\n"
-    record(text)
+             "| run | s/step (median) | images/s | time / original's (TF defaults) "
+             "| speed vs first row | first step (trace/compile) | peak RSS | first loss (nats) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, r in results:
+        vs_original = f"{r['step'] / original:.2f}x" if original else "n/a"
+        lines.append(f"| {label} | {r['step']:.2f} s | {F.batch_size / r['step']:.2f} | "
+                     f"{vs_original} | {first / r['step']:.2f}x | {r['warmup']:.0f} s | "
+                     f"{r['rss_gib']:.1f} GiB | {r['loss']:.1f} |")
+    record("\n".join(lines) + "\n")
 
 
 def overrides_text():

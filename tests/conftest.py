@@ -8,6 +8,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+import pixel_cnn_pp  # noqa: E402,F401  (its TensorFlow defaults, set before TensorFlow loads)
 import tensorflow as tf  # noqa: E402
 
 # Two logical CPU devices so MirroredStrategy can be tested on one CPU; must happen before

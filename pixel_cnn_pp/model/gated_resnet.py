@@ -76,7 +76,9 @@ class GatedResnet(keras.layers.Layer):
         c = self.conv2(c, ctx=ctx)
         if h is not None:
             c = c + self.cond(h)
-        value, gate = c[..., :self.filters], c[..., self.filters:]
+        # A split, as the original's tf.split: its gradient is one concat, where two slices
+        # would each scatter into a zero tensor of c's shape (StridedSliceGrad, then AddN).
+        value, gate = ops.split(c, 2, axis=-1)
         return x + value * ops.sigmoid(gate)
 
     def get_config(self):
