@@ -70,6 +70,7 @@ F = flags.FLAGS
 
 
 def run_variant(name):
+    import pixel_cnn_pp  # noqa: F401  (first, as train.py: its TensorFlow defaults)
     import numpy as np
     import tensorflow as tf
 

@@ -1,0 +1,100 @@
+"""The filter gradient of one shifted convolution: TensorFlow's Conv2DBackpropFilter against the
+same sum as matrix products, in one run (a what-if for #15: after the oneDNN rewrites the filter
+gradient is the largest single cost of a CPU training step, twice the forward convolution).
+
+    python bench/conv_filter_grad.py                      # the gated resnet's 2x3 convolutions
+    python bench/conv_filter_grad.py --shapes=320x160,320x320 --size=32
+
+dW[a, b] = sum over (n, h, w) of x_pad[n, h + a, w + b, :]^T dy[n, h, w, :]: `patches` concatenates
+the 6 shifted views (im2col) and runs one (N*H*W, 6*C_in)^T (N*H*W, C_out) product;
+`per_offset` runs 6 products on the views. Also times the forward convolution. Prints
+milliseconds (median of 5) and the largest difference to TensorFlow's gradient.
+"""
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import pixel_cnn_pp  # noqa: E402,F401  (the project's TensorFlow defaults, before TensorFlow)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from bench.harness import record  # noqa: E402
+
+flags.DEFINE_list("shapes", ["320x160", "320x320"], "C_in x C_out of the 2x3 convolutions.")
+flags.DEFINE_integer("size", 32, "Height and width of the output.")
+flags.DEFINE_integer("batch", 16, "Images.")
+F = flags.FLAGS
+KH, KW = 2, 3
+
+
+def timed(fn):
+    fn()
+    times = []
+    for _ in range(5):
+        start = time.time()
+        fn().numpy()
+        times.append(time.time() - start)
+    return 1000 * float(np.median(times))
+
+
+def row(cin, cout):
+    rs = np.random.RandomState(0)
+    n, h = F.batch, F.size
+    x = tf.constant(rs.randn(n, h + KH - 1, h + KW - 1, cin).astype(np.float32))
+    dy = tf.constant(rs.randn(n, h, h, cout).astype(np.float32))
+    kernel = tf.Variable(rs.randn(KH, KW, cin, cout).astype(np.float32) * 0.05)
+    views = lambda: [x[:, a:a + h, b:b + h] for a in range(KH) for b in range(KW)]  # noqa: E731
+    flat_dy = lambda: tf.reshape(dy, (-1, cout))  # noqa: E731
+
+    @tf.function
+    def backprop_filter():
+        with tf.GradientTape() as tape:
+            y = tf.nn.conv2d(x, kernel, 1, "VALID")
+        return tape.gradient(y, kernel, output_gradients=dy)
+
+    @tf.function
+    def patches():
+        p = tf.reshape(tf.concat(views(), axis=-1), (-1, KH * KW * cin))
+        return tf.reshape(tf.matmul(p, flat_dy(), transpose_a=True), (KH, KW, cin, cout))
+
+    @tf.function
+    def per_offset():
+        grads = [tf.matmul(tf.reshape(v, (-1, cin)), flat_dy(), transpose_a=True)
+                 for v in views()]
+        return tf.reshape(tf.stack(grads), (KH, KW, cin, cout))
+
+    @tf.function
+    def forward():
+        return tf.nn.conv2d(x, kernel, 1, "VALID")
+
+    reference = backprop_filter().numpy()
+    diff = max(float(np.max(np.abs(f().numpy() - reference))) for f in (patches, per_offset))
+    ms = {f.__name__: timed(f) for f in (backprop_filter, patches, per_offset, forward)}
+    return (f"| {cin} -> {cout} | {ms['forward']:.0f} | {ms['backprop_filter']:.0f} | "
+            f"{ms['patches']:.0f} ({ms['backprop_filter'] / ms['patches']:.2f}x) | "
+            f"{ms['per_offset']:.0f} ({ms['backprop_filter'] / ms['per_offset']:.2f}x) | "
+            f"{diff:.1e} of {float(np.max(np.abs(reference))):.1e} |")
+
+
+def main(argv):
+    del argv
+    lines = [f"\n`python bench/conv_filter_grad.py {' '.join(sys.argv[1:])}` ({os.cpu_count()} "
+             f"cores, TF {tf.__version__}, TF_ENABLE_ONEDNN_OPTS="
+             f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {time.strftime('%Y-%m-%d')}): 2x3 "
+             f"convolution, {F.batch} images, {F.size}x{F.size} output, milliseconds\n",
+             "| C_in -> C_out | forward conv | Conv2DBackpropFilter | one patches matmul "
+             "(speed-up) | 6 matmuls (speed-up) | largest difference |",
+             "|---|---|---|---|---|---|"]
+    for shape in F.shapes:
+        cin, cout = (int(v) for v in shape.split("x"))
+        lines.append(row(cin, cout))
+        print(lines[-1], flush=True)
+    record("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
