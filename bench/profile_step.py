@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import pixel_cnn_pp  # noqa: E402,F401  (first, as train.py: its TensorFlow defaults)
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
