@@ -23,6 +23,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from bench.harness import record  # noqa: E402
+from pixel_cnn_pp.model import conv  # noqa: E402
 
 flags.DEFINE_list("shapes", ["320x160", "320x320"], "C_in x C_out of the 2x3 convolutions.")
 flags.DEFINE_integer("size", 32, "Height and width of the output.")
@@ -68,15 +69,30 @@ def row(cin, cout):
         return tf.reshape(tf.stack(grads), (KH, KW, cin, cout))
 
     @tf.function
+    def padded_dy():
+        shifted = [tf.pad(dy, [[0, 0], [a, KH - 1 - a], [b, KW - 1 - b], [0, 0]])
+                   for a in range(KH) for b in range(KW)]
+        return tf.stack([tf.matmul(tf.reshape(x, (-1, cin)), tf.reshape(p, (-1, cout)),
+                                   transpose_a=True) for p in shifted])
+
+    @tf.function
+    def project():
+        return conv._filter_gradient(x, dy, (KH, KW, cin, cout))
+
+    @tf.function
     def forward():
         return tf.nn.conv2d(x, kernel, 1, "VALID")
 
     reference = backprop_filter().numpy()
-    diff = max(float(np.max(np.abs(f().numpy() - reference))) for f in (patches, per_offset))
-    ms = {f.__name__: timed(f) for f in (backprop_filter, patches, per_offset, forward)}
+    others = (patches, per_offset, padded_dy, project)
+    diff = max(float(np.max(np.abs(np.reshape(f().numpy(), reference.shape) - reference)))
+               for f in others)
+    ms = {f.__name__: timed(f) for f in (backprop_filter, forward) + others}
     return (f"| {cin} -> {cout} | {ms['forward']:.0f} | {ms['backprop_filter']:.0f} | "
             f"{ms['patches']:.0f} ({ms['backprop_filter'] / ms['patches']:.2f}x) | "
             f"{ms['per_offset']:.0f} ({ms['backprop_filter'] / ms['per_offset']:.2f}x) | "
+            f"{ms['padded_dy']:.0f} ({ms['backprop_filter'] / ms['padded_dy']:.2f}x) | "
+            f"{ms['project']:.0f} ({ms['backprop_filter'] / ms['project']:.2f}x) | "
             f"{diff:.1e} of {float(np.max(np.abs(reference))):.1e} |")
 
 
@@ -86,9 +102,10 @@ def main(argv):
              f"cores, TF {tf.__version__}, TF_ENABLE_ONEDNN_OPTS="
              f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {time.strftime('%Y-%m-%d')}): 2x3 "
              f"convolution, {F.batch} images, {F.size}x{F.size} output, milliseconds\n",
-             "| C_in -> C_out | forward conv | Conv2DBackpropFilter | one patches matmul "
-             "(speed-up) | 6 matmuls (speed-up) | largest difference |",
-             "|---|---|---|---|---|---|"]
+             "| C_in -> C_out | forward conv | Conv2DBackpropFilter | x patches, one matmul "
+             "(speed-up) | x views, 6 matmuls | dy padded, 6 matmuls | the project's "
+             "(model/conv.py) | largest difference |",
+             "|---|---|---|---|---|---|---|---|"]
     for shape in F.shapes:
         cin, cout = (int(v) for v in shape.split("x"))
         lines.append(row(cin, cout))

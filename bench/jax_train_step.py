@@ -3,13 +3,17 @@
     KERAS_BACKEND=jax python bench/jax_train_step.py --batch_sizes=16,64 --precisions=float32,bf16
     KERAS_BACKEND=jax python bench/jax_train_step.py --preset=snail_cifar10 --batch_sizes=8
     KERAS_BACKEND=jax python bench/jax_train_step.py --sampling --naive_pixels=8
+    KERAS_BACKEND=jax python bench/jax_train_step.py --batch_sizes=64 \
+        --filter_gradients=backend,products --matmul_precision=default,highest
 
 Needs no TensorFlow. The step is the one train.py runs: `TrainStep` of the preset's settings
 (the model's summed-nats loss with dropout, the original Adam with the preset's learning rate,
 decay and epsilon, the Polyak update with its decay), as one `jax.jit` of
 `TrainStep.stateless_step`. Reports images/s from the median synchronised step and from
 back-to-back steps (dispatched without waiting, synchronised once at the end), compile time and
-peak device memory, per batch size and precision. --sampling: 16 and 256 images, naive (one
+peak device memory, per batch size and precision, and per filter gradient of the stride-1
+convolutions (`model/conv.py`: "auto" is the backend's own on a GPU) and float32 matmul
+precision (JAX's default lets XLA use TF32 on NVIDIA GPUs; "highest" is true float32). --sampling: 16 and 256 images, naive (one
 jitted full forward per pixel, --naive_pixels timed and scaled) vs the cached sampler, warm, with
 its compile time apart. Prints a table and appends it to bench/RESULTS.md. Needs the project's metadata for its registry: `pip install -e .`
 or the `pixelcnn_keras.egg-info` folder of such an install beside the code.
@@ -31,7 +35,7 @@ from absl import app, flags  # noqa: E402
 
 from bench.harness import record  # noqa: E402
 
-from pixel_cnn_pp.model import sampling  # noqa: E402
+from pixel_cnn_pp.model import conv, sampling  # noqa: E402
 from pixel_cnn_pp.model.registry import build_model  # noqa: E402
 from pixel_cnn_pp.model.train_step import TrainStep  # noqa: E402
 from pixel_cnn_pp.runtime.config import DATASET_SHAPES, from_preset  # noqa: E402
@@ -44,6 +48,10 @@ flags.DEFINE_integer("nr_resnet", 0, "Override the preset's nr_resnet (0: keep).
 flags.DEFINE_integer("nr_filters", 0, "Override the preset's nr_filters (0: keep).")
 flags.DEFINE_bool("sampling", False, "Time sampling of 16 and 256 images instead of training.")
 flags.DEFINE_integer("naive_pixels", 8, "--sampling: naive pixels timed and scaled.")
+flags.DEFINE_list("filter_gradients", ["auto"],
+                  "model/conv.py's FILTER_GRADIENT, one row each: auto, products, backend.")
+flags.DEFINE_list("matmul_precision", ["default"],
+                  "jax_default_matmul_precision, one row each: default, high, highest.")
 F = flags.FLAGS
 POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
 
@@ -63,7 +71,10 @@ def build(precision, batch):
     return step, images
 
 
-def train_row(precision, batch):
+def train_row(precision, batch, filter_gradient, matmul_precision):
+    conv.FILTER_GRADIENT = filter_gradient  # read when the step is traced
+    jax.config.update("jax_default_matmul_precision",
+                      None if matmul_precision == "default" else matmul_precision)
     step, images = build(precision, batch)
     jitted = jax.jit(step.stateless_step)
     images = jnp.asarray(images)
@@ -86,7 +97,9 @@ def train_row(precision, batch):
     seconds = float(np.median(times))
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
-    return (f"| {precision} | {batch} | {batch / seconds:.0f} | {back_to_back:.0f} | "
+    grad = f"{filter_gradient} ({'products' if conv.products_on_this_machine() else 'backend'})"
+    return (f"| {precision} | {batch} | {grad} | {matmul_precision} | {batch / seconds:.0f} | "
+            f"{back_to_back:.0f} | "
             f"{seconds * 1000:.1f} ms | {compile_s:.0f} s | "
             f"{'%.1f GiB' % (peak / 2**30) if peak else 'n/a'} | {float(loss):.1f} |")
 
@@ -128,13 +141,16 @@ def main(argv):
         lines = [head, "| what | naive | cached (warm) | compile (first call - warm) | "
                  "speed-up |", "|---|---|---|---|---|", *sampling_rows()]
     else:
-        lines = [head, "| precision | batch | images/s (median step) | images/s (back to back) "
-                 "| step (median) | first step (compile) | peak device memory | loss (nats) |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = [head, "| precision | batch | filter gradient | matmul precision | images/s "
+                 "(median step) | images/s (back to back) | step (median) | first step (compile) "
+                 "| peak device memory (process, so far) | loss (nats) |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
         for precision in F.precisions:
             for batch in F.batch_sizes:
-                lines.append(train_row(precision, int(batch)))
-                print(lines[-1], flush=True)
+                for grad in F.filter_gradients:
+                    for matmul in F.matmul_precision:
+                        lines.append(train_row(precision, int(batch), grad, matmul))
+                        print(lines[-1], flush=True)
     record("\n".join(lines) + "\n")
 
 

@@ -8,7 +8,10 @@ Each measurement runs in its own subprocess (its own peak memory, its own Tensor
 
 * `--variants`: `float32` is the project's defaults (tf.function, oneDNN's graph rewrites on);
   `no-onednn` turns those off (TF_ENABLE_ONEDNN_OPTS=0, TensorFlow's own default on CPUs
-  without AVX-512); `xla` adds `jit_compile=True`; `bf16` the `mixed_bfloat16` policy.
+  without AVX-512); `xla` adds `jit_compile=True`; `bf16` the `mixed_bfloat16` policy;
+  `backend-filter-grad` the backend's own filter gradient instead of `model/conv.py`'s products.
+  A TF_ENABLE_ONEDNN_OPTS set by the caller applies to the runs that do not set their own, and
+  their labels say so.
 * `--baseline=REV`: the same variants on the code of git revision REV (exported to a temporary
   folder), run as that code ran by default: the before of a before/after in one run.
 * `--original`: the original TF1 code (`../shared/baseline/time_original.py`, its own venv:
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +49,9 @@ SETTINGS = {
     "xla": dict(jit_compile=True, mixed_precision="float32"),
     "bf16": dict(jit_compile=False, mixed_precision="mixed_bfloat16"),
     "xla+bf16": dict(jit_compile=True, mixed_precision="mixed_bfloat16"),
+    # The backend's own filter gradient for the stride-1 convolutions (model/conv.py).
+    "backend-filter-grad": dict(jit_compile=False, mixed_precision="float32",
+                                filter_gradient="backend"),
 }
 # Variant: (worker name, environment). Worker names are those of earlier versions of this
 # script too, so that --baseline runs the old code's own worker.
@@ -76,8 +83,12 @@ def run_variant(name):
 
     from bench.harness import preset_trainer
 
+    settings = dict(SETTINGS[name])
+    if "filter_gradient" in settings:
+        from pixel_cnn_pp.model import conv
+        conv.FILTER_GRADIENT = settings.pop("filter_gradient")
     overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters") if getattr(F, k)}
-    trainer, batch = preset_trainer(F.preset, F.batch_size, **overrides, **SETTINGS[name])
+    trainer, batch = preset_trainer(F.preset, F.batch_size, **overrides, **settings)
     start = time.time()
     first_loss = float(trainer.train_step(batch))
     warmup = time.time() - start
@@ -93,10 +104,15 @@ def run_variant(name):
 
 
 def _env(extra):
-    env = {k: v for k, v in ENV_AT_START.items() if k != ONEDNN}
-    if ONEDNN in ENV_AT_START:  # the caller's choice wins over the variant's
-        extra = {**extra, ONEDNN: ENV_AT_START[ONEDNN]}
-    return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    """The caller's environment with the run's own settings on top (the run's win)."""
+    return {**ENV_AT_START, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
+def _label(label, extra_env):
+    """The row's label, naming the caller's TF_ENABLE_ONEDNN_OPTS where the run inherited it."""
+    if ONEDNN in ENV_AT_START and ONEDNN not in extra_env:
+        return f"{label} ({ONEDNN}={ENV_AT_START[ONEDNN]} from the environment)"
+    return label
 
 
 def _ours(name, code_root, passthrough):
@@ -159,15 +175,20 @@ def main(argv):
     if F.original:
         for label, env in (("original TF1 code, TF defaults", {}),
                            ("original TF1 code, oneDNN rewrites on", {ONEDNN: "1"})):
-            runs.append((label, _original(env)))
+            runs.append((_label(label, env), _original(env)))
             print(f"{label}: {runs[-1][1]}", flush=True)
     trees = [("", ROOT)]
     if F.baseline:
         trees.insert(0, (f"{F.baseline}: ", _export(F.baseline)))
-    for prefix, tree in trees:
-        for name in F.variants:
-            runs.append((f"{prefix}{name}", _ours(name, tree, passthrough)))
-            print(f"{runs[-1][0]}: {runs[-1][1]}", flush=True)
+    try:
+        for prefix, tree in trees:
+            for name in F.variants:
+                label = _label(f"{prefix}{name}", VARIANTS[name][1])
+                runs.append((label, _ours(name, tree, passthrough)))
+                print(f"{label}: {runs[-1][1]}", flush=True)
+    finally:
+        if F.baseline:
+            shutil.rmtree(trees[0][1], ignore_errors=True)
     results = [(label, r) for label, r in runs if r]
     if not results:
         sys.exit("bench: error: every run failed")

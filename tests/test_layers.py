@@ -120,3 +120,28 @@ def test_gated_resnet_is_value_times_sigmoid_gate():
     c2 = ops.convert_to_numpy(block.conv2(c1))
     expected = x + c2[..., :2] / (1 + np.exp(-c2[..., 2:]))
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("filter_size", [(2, 3), (2, 2), (1, 1)])
+def test_filter_gradient_as_products_equals_the_backend_gradient(monkeypatch, filter_size):
+    import tensorflow as tf
+    from pixel_cnn_pp.model import conv
+    rs = np.random.RandomState(0)
+    kh, kw = filter_size
+    x = tf.constant(rs.normal(size=(3, 5 + kh - 1, 6 + kw - 1, 4)).astype(np.float32))
+    kernel = tf.constant(rs.normal(size=(kh, kw, 4, 7)).astype(np.float32))
+    dy = tf.constant(rs.normal(size=(3, 5, 6, 7)).astype(np.float32))
+    grads = {}
+    for mode in ("products", "backend"):
+        monkeypatch.setattr(conv, "FILTER_GRADIENT", mode)
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = conv.valid_conv(x, kernel)
+        grads[mode] = [y] + tape.gradient(y, [x, kernel], output_gradients=dy)
+    for ours, theirs in zip(grads["products"], grads["backend"]):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(conv, "FILTER_GRADIENT", "auto")
+    assert conv.products_on_this_machine()  # this CPU-only test machine
+    monkeypatch.setattr(conv, "FILTER_GRADIENT", "fast")
+    with pytest.raises(ValueError, match="'fast'"):
+        conv.valid_conv(x, kernel)

@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from pixel_cnn_pp.errors import ConfigError
+from pixel_cnn_pp.model.conv import valid_conv
 from pixel_cnn_pp.model.passes import FULL
 
 # The original's constants.
@@ -119,7 +120,8 @@ class WNConv2D(_WeightNormBase):
     """Ports `nn.conv2d` with padding 'VALID' (the only padding the model uses).
 
     x: (B, H, W, C_in) -> (B, H', W', units). V: (kh, kw, C_in, units), normalised per output
-    channel over axes (0, 1, 2) with tf.nn.l2_normalize's 1e-12 guard.
+    channel over axes (0, 1, 2) with tf.nn.l2_normalize's 1e-12 guard. Stride 1 runs through
+    `conv.valid_conv` (its filter gradient as matrix products on CPUs).
     """
 
     tf1_type = "conv2d"
@@ -143,6 +145,8 @@ class WNConv2D(_WeightNormBase):
             flat = ops.reshape(x, (-1, int(np.prod(kernel.shape[:3]))))
             y = ops.matmul(flat, ops.reshape(kernel, (-1, self.units)))
             return ops.reshape(y, (-1, 1, 1, self.units)) + self.b
+        if self.strides == (1, 1):
+            return valid_conv(x, kernel) + self.b
         return ops.conv(x, kernel, strides=self.strides, padding="valid") + self.b
 
     def convolve(self, x, ctx=FULL):
