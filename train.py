@@ -63,7 +63,8 @@ flags.DEFINE_float("polyak_decay", _D.polyak_decay, "EMA decay of the Polyak-ave
 flags.DEFINE_integer("max_epochs", _D.max_epochs, "Epochs to train (a rerun resumes).")
 flags.DEFINE_integer("save_interval", _D.save_interval, "Epochs between checkpoints and samples.")
 flags.DEFINE_integer("steps_per_epoch", _D.steps_per_epoch, "Cap on steps per epoch (0: all).")
-flags.DEFINE_integer("num_samples", _D.num_samples, "Images per sample grid / --mode=sample.")
+flags.DEFINE_integer("num_samples", _D.num_samples,
+                     "Images per sample grid at each checkpoint (0: none) / --mode=sample.")
 flags.DEFINE_integer("seed", _D.seed, "Seed of the weights, dropout, data order and sampling.")
 flags.DEFINE_bool("jit_compile", _D.jit_compile,
                   "Compile the forward + backward of a training step with XLA.")
@@ -119,6 +120,8 @@ def resolve_config():
     config, dataset, binarize = from_settings(
         settings, init_from_tf1_checkpoint=F.init_from_tf1_checkpoint or "",
         tf1_weights=F.tf1_weights)
+    if F.mode == "sample" and config.num_samples < 1:
+        raise ConfigError(f"--num_samples={config.num_samples} must be >= 1 with --mode=sample")
     save_dir = F.save_dir or os.path.join("runs", F.preset or dataset)
     return config, dataset, binarize, save_dir, tf1
 

@@ -21,6 +21,8 @@ from test_training import TINY_FLAGS, run_train
     (["--dataset=folder", "--data_dir=/nonexistent/images"], "is not a directory"),
     (["--cpu_replicas=2", "--global_batch_size=15"], "--global_batch_size=15 cannot be split"),
     (["--preset=cifar11"], "--preset='cifar11' is not one of"),
+    (["--mode=sample", "--num_samples=0"], "--num_samples=0 must be >= 1 with --mode=sample"),
+    (["--num_samples=-1"], "--num_samples=-1 must be >= 0"),
 ])
 def test_bad_flags_fail_with_one_line(tmp_path, args, message):
     result = run_train(TINY_FLAGS + [f"--save_dir={tmp_path / 'run'}"] + args)
@@ -33,6 +35,7 @@ def test_bad_flags_fail_with_one_line(tmp_path, args, message):
 def test_save_dir_of_another_model_is_refused_and_kept(tmp_path):
     save = f"--save_dir={tmp_path}"
     assert run_train(TINY_FLAGS + ["--max_epochs=1", save]).returncode == 0
+    assert not (tmp_path / "samples").exists()  # --num_samples=0: no grids
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     result = run_train(TINY_FLAGS + ["--max_epochs=2", "--nr_filters=16", save])
     assert result.returncode != 0
@@ -73,9 +76,10 @@ def test_multi_worker_trains_over_two_local_processes(tmp_path):
     # on two mirrored replicas of one process (same seed, data and global batch). Adam's first
     # steps turn float noise of near-zero gradient sums into differences of up to ~lr, so a few
     # entries may differ by that much; workers that did not sync would differ everywhere.
-    mirrored = run_train(TINY_FLAGS + ["--cpu_replicas=2", "--max_epochs=1",
-                                       f"--save_dir={tmp_path / 'mirrored'}"])
+    mirrored = run_train(TINY_FLAGS + ["--cpu_replicas=2", "--global_batch_size=16",
+                                       "--max_epochs=1", f"--save_dir={tmp_path / 'mirrored'}"])
     assert mirrored.returncode == 0, mirrored.stderr[-2000:]
+    assert "2 replica(s), global batch 16" in mirrored.stdout
     weights = [tf.train.load_checkpoint(str(folder / "checkpoints")) for folder in
                (tmp_path, tmp_path / "mirrored")]
     names = [n for n in weights[0].get_variable_to_shape_map() if n.startswith("variables/")]

@@ -118,7 +118,7 @@ from test_sampling import CASES, _model, assert_same_images
 from conftest import random_images
 from pixel_cnn_pp.model import sampling
 from pixel_cnn_pp.model.autoregressive import images_to_float
-for case in ('pixelcnn-classes-8', 'pixelcnn-gray-12', 'snail-rgb-8', 'snail-gray-6'):
+for case in ('pixelcnn-classes-8', 'snail-gray-6'):  # each compiles three programs
     size, channels, num_classes, snail = CASES.get(case, (8, 3, 3, False))
     model = _model(size, channels, num_classes, snail)
     labels = None if num_classes is None else np.array([1, 2], np.int32)

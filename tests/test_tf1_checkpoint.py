@@ -166,7 +166,7 @@ def test_eval_mode_equals_the_export_of_the_same_weights(conditional_checkpoint,
 def test_cli_reports_disagreeing_flags_and_fine_tunes(conditional_checkpoint, tmp_path):
     path, _ = conditional_checkpoint
     flags = [f"--init_from_tf1_checkpoint={path}", "--dataset=digits", "--batch_size=8",
-             "--steps_per_epoch=2", "--max_epochs=1", "--num_samples=2", "--noexport_at_end",
+             "--steps_per_epoch=2", "--max_epochs=1", "--num_samples=0", "--noexport_at_end",
              f"--save_dir={tmp_path / 'run'}"]
     bad = run_train(flags + ["--nr_filters=16"])
     assert bad.returncode != 0

@@ -29,16 +29,16 @@ class TrainConfig:
     max_epochs: int = 5000
     save_interval: int = 20
     steps_per_epoch: int = 0  # 0: whole epochs
-    num_samples: int = 16
+    num_samples: int = 16  # per sample grid at each checkpoint; 0: no grids
     seed: int = 1
     jit_compile: bool = False  # XLA for the forward + backward of a training step
     init_from_tf1_checkpoint: str = ""  # start from an original TF1 checkpoint instead of DDI
     tf1_weights: str = "ema"  # its Polyak shadows ("ema") or raw weights ("raw")
 
     def __post_init__(self):
-        for name in ("batch_size", "init_batch_size", "max_epochs", "save_interval",
-                     "num_samples"):
+        for name in ("batch_size", "init_batch_size", "max_epochs", "save_interval"):
             _check(name, getattr(self, name), lambda v: v >= 1, ">= 1")
+        _check("num_samples", self.num_samples, lambda v: v >= 0, ">= 0")
         _check("steps_per_epoch", self.steps_per_epoch, lambda v: v >= 0, ">= 0")
         _check("learning_rate", self.learning_rate, lambda v: 0 < v < math.inf,
                "positive and finite")

@@ -285,9 +285,12 @@ class Trainer:
         return test_bpd
 
     def save(self, writers, epoch):
-        """Checkpoint (atomic: TF renames complete files, then updates its index) and samples."""
+        """Checkpoint (atomic: TF renames complete files, then updates its index) and samples
+        (none with num_samples=0)."""
         path = self.manager.save(checkpoint_number=int(self.optimizer.iterations.numpy()))
         self.log(f"saved {path}")
+        if not self.config.num_samples:
+            return
         images = self.sample(self.config.num_samples, self.config.seed)
         if self.chief:
             samples.write(self.save_dir, images, f"samples_epoch_{epoch:04d}")
