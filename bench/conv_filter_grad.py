@@ -4,6 +4,12 @@ gradient is the largest single cost of a CPU training step, twice the forward co
 
     python bench/conv_filter_grad.py                      # the gated resnet's 2x3 convolutions
     python bench/conv_filter_grad.py --shapes=320x160,320x320 --size=32
+    python bench/conv_filter_grad.py --training_step --preset=cifar10 --batch=16 --rounds=4
+
+--training_step: the trainer's whole step, traced twice in one process (model/conv.py's filter
+gradient and TensorFlow's), timed in alternation, A B A B ...: this machine's speed drifts by up
+to 40% over minutes, so rows timed one after the other (train_throughput.py) can disagree;
+pairs taken seconds apart cannot drift much.
 
 dW[a, b] = sum over (n, h, w) of x_pad[n, h + a, w + b, :]^T dy[n, h, w, :]: `patches` concatenates
 the 6 shifted views (im2col) and runs one (N*H*W, 6*C_in)^T (N*H*W, C_out) product;
@@ -28,6 +34,9 @@ from pixel_cnn_pp.model import conv  # noqa: E402
 flags.DEFINE_list("shapes", ["320x160", "320x320"], "C_in x C_out of the 2x3 convolutions.")
 flags.DEFINE_integer("size", 32, "Height and width of the output.")
 flags.DEFINE_integer("batch", 16, "Images.")
+flags.DEFINE_bool("training_step", False, "Time the trainer's step with each filter gradient.")
+flags.DEFINE_string("preset", "cifar10", "--training_step: the preset whose model is trained.")
+flags.DEFINE_integer("rounds", 4, "--training_step: timed steps of each, in alternation.")
 F = flags.FLAGS
 KH, KW = 2, 3
 
@@ -96,8 +105,41 @@ def row(cin, cout):
             f"{diff:.1e} of {float(np.max(np.abs(reference))):.1e} |")
 
 
+def training_step():
+    from bench.harness import preset_trainer
+    trainer, batch = preset_trainer(F.preset, F.batch)
+    steps = {}
+    for mode in ("products", "backend"):  # FILTER_GRADIENT is read when the step is traced
+        conv.FILTER_GRADIENT = mode
+        steps[mode] = tf.function(trainer._distributed_train_step)
+        float(steps[mode](batch))
+    conv.FILTER_GRADIENT = "auto"
+    times = {mode: [] for mode in steps}
+    for _ in range(F.rounds):
+        for mode, step in steps.items():
+            start = time.time()
+            float(step(batch))
+            times[mode].append(time.time() - start)
+    pairs = [b / p for p, b in zip(times["products"], times["backend"])]
+    fmt = lambda ts: ", ".join(f"{t:.2f}" for t in ts)  # noqa: E731
+    return [f"\n`python bench/conv_filter_grad.py {' '.join(sys.argv[1:])}` ({os.cpu_count()} "
+            f"cores, TF {tf.__version__}, TF_ENABLE_ONEDNN_OPTS="
+            f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {time.strftime('%Y-%m-%d')}): the "
+            f"trainer's step, {F.preset}, batch {F.batch}, in alternation\n",
+            "| filter gradient | s/step, in order | median |", "|---|---|---|",
+            f"| products (model/conv.py) | {fmt(times['products'])} | "
+            f"{np.median(times['products']):.2f} s |",
+            f"| backend (Conv2DBackpropFilter) | {fmt(times['backend'])} | "
+            f"{np.median(times['backend']):.2f} s |",
+            f"\nSpeed-up of each pair (backend / products): {fmt(pairs)}; median "
+            f"{np.median(pairs):.2f}x."]
+
+
 def main(argv):
     del argv
+    if F.training_step:
+        record("\n".join(training_step()) + "\n")
+        return
     lines = [f"\n`python bench/conv_filter_grad.py {' '.join(sys.argv[1:])}` ({os.cpu_count()} "
              f"cores, TF {tf.__version__}, TF_ENABLE_ONEDNN_OPTS="
              f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {time.strftime('%Y-%m-%d')}): 2x3 "
