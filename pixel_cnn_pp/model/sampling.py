@@ -23,7 +23,7 @@ import weakref
 
 import keras
 import numpy as np
-from keras import ops
+from keras import ops, tree
 
 from pixel_cnn_pp.model.mixture import UNIFORM_MIN
 from pixel_cnn_pp.model.steps import PixelStep, RowStep
@@ -125,10 +125,11 @@ def naive(model, num_samples, seed, labels=None):
 
 
 def kernels(model):
-    """{layer name: kernel} of every weight-normalised layer, computed once per sampling call
-    (a loop would otherwise normalise every weight at every pixel)."""
-    return {layer.name: layer.kernel() for layer in model.creation_order()
-            if isinstance(layer, _WeightNormBase)}
+    """{layer name: kernel} of every weight-normalised layer in its compute dtype, computed once
+    per sampling call (a loop would otherwise normalise and cast every weight at every pixel)."""
+    return {layer.name: tree.map_structure(lambda t, dtype=layer.compute_dtype: ops.cast(t, dtype),
+                                           layer.kernel())
+            for layer in model.creation_order() if isinstance(layer, _WeightNormBase)}
 
 
 def _steps(model):
@@ -214,12 +215,10 @@ def teacher_forced(model, x, labels=None):
     height, width, _ = model.image_shape
 
     def keep(k, params, image, table):
-        mask = ops.reshape(ops.one_hot(k, height * width, dtype=params.dtype), (1, -1, 1))
-        return image, table * (1.0 - mask) + ops.cast(params, "float32")[:, None, :] * mask
+        return image, _put(table, k, ops.cast(params, "float32"))
 
-    table = ops.zeros((ops.shape(x)[0], height * width, model.distribution.num_params))
-    _, table = _steps_over_pixels(model, x, labels, keep, table)
-    return ops.reshape(table, (-1, height, width, model.distribution.num_params))
+    table = ops.zeros((ops.shape(x)[0], height, width, model.distribution.num_params))
+    return _steps_over_pixels(model, x, labels, keep, table)[1]
 
 
 METHODS = {"cached": cached, "naive": naive}

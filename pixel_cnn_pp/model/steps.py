@@ -75,9 +75,7 @@ class _Step(Pass):
 
     def kernel(self, layer):
         k = self.kernels.get(layer.name)
-        if k is None:
-            return layer.kernel()
-        return tree.map_structure(lambda t: ops.cast(t, layer.compute_dtype), k)
+        return layer.kernel() if k is None else k
 
     def batch(self):
         return ops.shape(self.image)[0]
@@ -105,24 +103,23 @@ class _Step(Pass):
 
         if self.discovering:
             compute()
-            return tree.pack_sequence_as(self.structures[level], [
-                self.held(f"{held}{i}", level)
-                for i in range(len(tree.flatten(self.structures[level])))])
-        keys = sorted(k for k, lvl in self.layout["levels"].items() if lvl >= level)
-        outer = dict(self.current)
+            structure = self.structures[level]
+        else:
+            keys = sorted(k for k, lvl in self.layout["levels"].items() if lvl >= level)
+            outer = dict(self.current)
 
-        def branch(run):
-            def fn_():
-                self.current = dict(outer)
-                if run:
-                    compute()
-                return [self.current.get(k, self.prev.get(k)) for k in keys]
-            return fn_
+            def branch(run):
+                def fn_():
+                    self.current = dict(outer)
+                    if run:
+                        compute()
+                    return [self.current.get(k, self.prev.get(k)) for k in keys]
+                return fn_
 
-        values = ops.cond(self.active(level), branch(True), branch(False))
-        self.current = outer
-        self.current.update(zip(keys, values))
-        structure = self.layout["structures"][level]
+            values = ops.cond(self.active(level), branch(True), branch(False))
+            self.current = outer
+            self.current.update(zip(keys, values))
+            structure = self.layout["structures"][level]
         return tree.pack_sequence_as(structure, [self.held(f"{held}{i}", level)
                                                  for i in range(len(tree.flatten(structure)))])
 
@@ -161,6 +158,8 @@ class RowStep(_Step):
 
     def _rows_above(self, layer, x, top):
         """x (B, 1, W, C) below the `top` cached rows above it (those before this step)."""
+        # The cache before this step, not `get`: for a strided conv, `record_input` has already
+        # set this step's rows under the same key.
         key = self.key(layer)
         if key in self.prev:
             above = self.prev[key]
