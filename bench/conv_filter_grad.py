@@ -111,7 +111,7 @@ def training_step():
     steps = {}
     for mode in ("products", "backend"):  # FILTER_GRADIENT is read when the step is traced
         conv.FILTER_GRADIENT = mode
-        steps[mode] = tf.function(trainer._distributed_train_step)
+        steps[mode] = trainer.new_train_step()
         float(steps[mode](batch))
     conv.FILTER_GRADIENT = "auto"
     times = {mode: [] for mode in steps}

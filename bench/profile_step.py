@@ -75,7 +75,7 @@ def main(argv):
 
 def report(logdir, step):
     totals = sorted(op_times(logdir).items(), key=lambda kv: -kv[1][0])
-    lines = [f"\n`python bench/profile_step.py --preset={F.preset} --batch_size={F.batch_size}` "
+    lines = [f"\n`python bench/profile_step.py {' '.join(sys.argv[1:])}` "
              f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, TF {tf.__version__}): "
              f"profiled step {step:.1f} s wall\n",
              "| op type | total time | share of step wall time | count |", "|---|---|---|---|"]

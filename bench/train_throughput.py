@@ -15,7 +15,12 @@ Each measurement runs in its own subprocess (its own peak memory, its own Tensor
 * `--baseline=REV`: the same variants on the code of git revision REV (exported to a temporary
   folder), run as that code ran by default: the before of a before/after in one run.
 * `--original`: the original TF1 code (`../shared/baseline/time_original.py`, its own venv:
-  see that folder's README), with TensorFlow's defaults and with oneDNN's rewrites on.
+  see that folder's README), with TensorFlow's defaults and (`--original_onednn`) with oneDNN's
+  rewrites on.
+* `--rounds=N`: all rows N times over, in alternation (original, baseline, project, original,
+  ...). This machine's speed drifts by up to 40% over minutes, so rows timed minutes apart
+  disagree; with rounds each row's time is its median over the rounds, and the ratio to the
+  original is also given per round (neighbouring runs) with the median of those ratios.
 
 Prints seconds per step (median after one traced warm-up step), images/s, the ratio to the
 original (TF defaults) and to the first row, warm-up time and peak resident memory, and appends
@@ -31,6 +36,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 ENV_AT_START = dict(os.environ)  # before any import can set TensorFlow's variables
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,8 +48,14 @@ from absl import app, flags  # noqa: E402
 from bench.harness import record  # noqa: E402
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
-# Preset: (the original's model in time_original.py, the batch size it times).
-ORIGINALS = {"cifar10": ("pixel-cnn", 16), "snail_cifar10": ("pixelsnail", 8)}
+# Preset: the original's repository, model spec and options (as `time_original.py` builds
+# them) and its published batch size.
+ORIGINALS = {
+    "cifar10": dict(repo="pixel-cnn", spec="model_spec", batch=16, options=dict(
+        nr_resnet=5, nr_filters=160, nr_logistic_mix=10, resnet_nonlinearity="concat_elu")),
+    "snail_cifar10": dict(repo="pixelsnail", spec="h12_noup_smallkey_spec", batch=8, options=dict(
+        nr_resnet=4, nr_filters=256, nr_logistic_mix=10, resnet_nonlinearity="elu")),
+}
 # Trainer settings by worker name. Explicit values: a preset's own choice must not leak in.
 SETTINGS = {
     "float32": dict(jit_compile=False, mixed_precision="float32"),
@@ -65,11 +78,14 @@ flags.DEFINE_list("variants", ["float32", "no-onednn", "xla"],
 flags.DEFINE_string("baseline", None, "A git revision whose code runs the same variants.")
 flags.DEFINE_bool("original", False, "Also time the original TF1 code (presets "
                   f"{', '.join(ORIGINALS)} at their published batch sizes).")
+flags.DEFINE_bool("original_onednn", True, "With --original: also time it with oneDNN's "
+                  "graph rewrites on (TF_ENABLE_ONEDNN_OPTS=1).")
+flags.DEFINE_integer("rounds", 1, "Time every row this many times, in alternation.")
 flags.DEFINE_string("original_python", "/tmp/tf1env/bin/python",
                     "Python of the original's TF1 venv (../shared/baseline/README.md).")
 flags.DEFINE_string("original_script",
                     os.path.join(os.path.dirname(ROOT), "shared", "baseline", "time_original.py"),
-                    "The original's timing script.")
+                    "The original's timing script (its `time_train` times the step).")
 flags.DEFINE_integer("nr_resnet", 0, "Override the preset's nr_resnet (0: keep).")
 flags.DEFINE_integer("nr_filters", 0, "Override the preset's nr_filters (0: keep).")
 flags.DEFINE_string("_worker", None, "Internal: run one variant and print its JSON.")
@@ -78,7 +94,6 @@ F = flags.FLAGS
 
 def run_variant(name):
     import pixel_cnn_pp  # noqa: F401  (first, as train.py: its TensorFlow defaults)
-    import numpy as np
     import tensorflow as tf
 
     from bench.harness import preset_trainer
@@ -127,12 +142,27 @@ def _ours(name, code_root, passthrough):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# Times the original's step at the published batch size with no cap on its length: the
+# script's own PixelSNAIL command gives up on a batch whose step takes over 60 s.
+_ORIGINAL_STEP = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import time_original
+res = time_original.time_train(sys.argv[2], sys.argv[3], eval(sys.argv[4]), int(sys.argv[5]),
+                               int(sys.argv[6]))[0]
+time_original.record(res)
+"""
+
+
 def _original(extra_env):
     """The original's training step at the paper configuration and published batch size."""
+    original = ORIGINALS[F.preset]
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
         done = subprocess.run(
-            [F.original_python, F.original_script, ORIGINALS[F.preset][0], "--steps", str(F.steps),
-             "--sample-forwards", "0"], capture_output=True, text=True, cwd=ROOT,
+            [F.original_python, "-c", _ORIGINAL_STEP, os.path.dirname(F.original_script),
+             original["repo"], original["spec"], repr(original["options"]), str(F.batch_size),
+             str(F.steps)],
+            capture_output=True, text=True, cwd=ROOT,
             env=_env({**extra_env, "TIMING_OUT": out.name}))
         lines = [json.loads(line) for line in out.read().splitlines() if line.strip()]
     lines = [r for r in lines if r.get("batch") == F.batch_size and "median_step_s" in r]
@@ -161,34 +191,42 @@ def main(argv):
     unknown = [v for v in F.variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"bench: error: --variants={','.join(unknown)} not in {', '.join(VARIANTS)}")
-    if F.original and (ORIGINALS.get(F.preset, (0, 0))[1] != F.batch_size or overrides_text()):
+    published = ", ".join(f"--preset={p} --batch_size={o['batch']}" for p, o in ORIGINALS.items())
+    if F.original and (ORIGINALS.get(F.preset, {}).get("batch") != F.batch_size
+                       or overrides_text()):
         sys.exit(f"bench: error: --original times the published configurations only: "
-                 f"{', '.join(f'--preset={p} --batch_size={b}' for p, (_, b) in ORIGINALS.items())}, "
-                 "no --nr_resnet/--nr_filters")
+                 f"{published}, no --nr_resnet/--nr_filters")
     if F.original and not os.path.exists(F.original_python):
         sys.exit(f"bench: error: --original_python={F.original_python} does not exist; "
                  "see ../shared/baseline/README.md")
     import keras
     passthrough = [a for a in sys.argv[1:]
-                   if not a.startswith(("--variants", "--baseline", "--original"))]
-    runs = []  # (label, result)
+                   if not a.startswith(("--variants", "--baseline", "--original", "--nooriginal",
+                                             "--rounds"))]
+    if F.rounds < 1:
+        sys.exit(f"bench: error: --rounds={F.rounds} must be at least 1")
+    rows = []  # (label, zero-argument run returning a result dict or None)
     if F.original:
-        for label, env in (("original TF1 code, TF defaults", {}),
-                           ("original TF1 code, oneDNN rewrites on", {ONEDNN: "1"})):
-            runs.append((_label(label, env), _original(env)))
-            print(f"{label}: {runs[-1][1]}", flush=True)
+        envs = [("original TF1 code, TF defaults", {})]
+        if F.original_onednn:
+            envs.append(("original TF1 code, oneDNN rewrites on", {ONEDNN: "1"}))
+        rows += [(_label(label, env), lambda env=env: _original(env)) for label, env in envs]
     trees = [("", ROOT)]
     if F.baseline:
         trees.insert(0, (f"{F.baseline}: ", _export(F.baseline)))
+    rows += [(_label(f"{prefix}{name}", VARIANTS[name][1]),
+              lambda name=name, tree=tree: _ours(name, tree, passthrough))
+             for prefix, tree in trees for name in F.variants]
+    timed = {label: [] for label, _ in rows}  # label -> one result per round (None: failed)
     try:
-        for prefix, tree in trees:
-            for name in F.variants:
-                label = _label(f"{prefix}{name}", VARIANTS[name][1])
-                runs.append((label, _ours(name, tree, passthrough)))
-                print(f"{label}: {runs[-1][1]}", flush=True)
+        for round_ in range(F.rounds):
+            for label, run in rows:
+                timed[label].append(run())
+                print(f"round {round_ + 1}/{F.rounds}, {label}: {timed[label][-1]}", flush=True)
     finally:
         if F.baseline:
             shutil.rmtree(trees[0][1], ignore_errors=True)
+    runs = [(label, _merged(results)) for label, results in timed.items()]
     results = [(label, r) for label, r in runs if r]
     if not results:
         sys.exit("bench: error: every run failed")
@@ -209,7 +247,30 @@ def main(argv):
         lines.append(f"| {label} | {r['step']:.2f} s | {F.batch_size / r['step']:.2f} | "
                      f"{vs_original} | {first / r['step']:.2f}x | {r['warmup']:.0f} s | "
                      f"{r['rss_gib']:.1f} GiB | {r['loss']:.1f} |")
+    if F.rounds > 1:
+        lines += ["", f"Each row: the median of {F.rounds} rounds. Per round, in order:", "",
+                  "| run | s/step by round |" + (" time / original's by round (median) |"
+                                                   if original else ""),
+                  "|---|---|" + ("---|" if original else "")]
+        reference = timed[rows[0][0]] if original else None
+        for label, results in timed.items():
+            steps = ", ".join(f"{r['step']:.2f}" if r else "failed" for r in results)
+            row = f"| {label} | {steps} |"
+            if original:
+                ratios = [r["step"] / o["step"] for r, o in zip(results, reference) if r and o]
+                row += (f" {', '.join(f'{x:.2f}' for x in ratios)} "
+                        f"({np.median(ratios):.2f}x) |" if ratios else " n/a |")
+            lines.append(row)
     record("\n".join(lines) + "\n")
+
+
+def _merged(results):
+    """One result of a row's rounds: the median step; the other fields from the first run
+    (warm-up, memory and first loss do not drift as the step time does)."""
+    done = [r for r in results if r]
+    if not done:
+        return None
+    return {**done[0], "step": float(np.median([r["step"] for r in done]))}
 
 
 def overrides_text():

@@ -1,6 +1,7 @@
 """The optimizer + Polyak part of a training step alone, on one device: the original Adam and
 the EMA over every variable of a preset's model, applied to fixed random gradients, as a
-tf.function and as one XLA cluster (jit_compile). Answers whether a fused update would pay off.
+tf.function and as one XLA cluster (jit_compile). Answers whether a fused update would pay off,
+and what the update costs to trace (graph ops, seconds): start-up time, most of the CI's.
 
     python bench/update_step.py --preset=cifar10
 
@@ -46,17 +47,21 @@ def main(argv):
     rows = []
     for name, fn in (("tf.function", tf.function(update)),
                      ("XLA (jit_compile)", tf.function(update, jit_compile=True))):
+        start = time.perf_counter()
+        graph = fn.get_concrete_function(grads).graph
+        trace = time.perf_counter() - start
         fn(grads)
         start = time.perf_counter()
         for _ in range(F.repeats):
             fn(grads)
         float(model.trainable_variables[0].numpy().sum())  # wait for the last update
-        rows.append(f"| {name} | {(time.perf_counter() - start) / F.repeats:.3f} s |")
+        rows.append(f"| {name} | {(time.perf_counter() - start) / F.repeats:.3f} s | "
+                    f"{trace:.1f} s | {len(graph.get_operations()):,} |")
     record(f"\n`python bench/update_step.py --preset={F.preset}` ({platform.machine()}, "
            f"{os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}, "
            f"{time.strftime('%Y-%m-%d')}): {len(model.trainable_variables)} variables, "
-           f"{model.count_params():,} parameters\n\n| update (Adam + Polyak) | seconds |\n"
-           "|---|---|\n" + "\n".join(rows) + "\n")
+           f"{model.count_params():,} parameters\n\n| update (Adam + Polyak) | seconds | trace "
+           "| graph ops |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

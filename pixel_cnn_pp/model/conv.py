@@ -11,6 +11,8 @@ one (C_in, N*H'*W') x (N*H'*W', C_out) product per kernel offset (a, b) (H', W':
 size). One product of all offsets at once (dy's copies concatenated) was as fast and held 0.2
 GiB more at the paper configuration.
 """
+import functools
+
 import keras
 from keras import ops
 
@@ -26,6 +28,12 @@ def products_on_this_machine():
         raise ValueError(f"conv.FILTER_GRADIENT={FILTER_GRADIENT!r} is not one of {_CHOICES}")
     if FILTER_GRADIENT != "auto":
         return FILTER_GRADIENT == "products"
+    return _cpus_only()
+
+
+@functools.cache
+def _cpus_only():
+    # Once per process: the devices a backend sees do not change after it starts.
     return all(d.split(":")[0].lower() == "cpu" for d in keras.distribution.list_devices())
 
 

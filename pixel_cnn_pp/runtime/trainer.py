@@ -117,7 +117,7 @@ class Trainer:
         self.manager = None  # opened by restore_or_initialize, once the save dir is checked
         self._loss_and_grads = tf.function(self._replica_loss_and_grads, jit_compile=True) \
             if config.jit_compile else self._replica_loss_and_grads
-        self.train_step = tf.function(self._distributed_train_step)
+        self.train_step = self.new_train_step()
 
     # -- run metadata -----------------------------------------------------------------------
 
@@ -200,6 +200,12 @@ class Trainer:
         loss, grads = self._loss_and_grads(images, labels)
         self.step.apply(grads)  # Keras sums the replicas' gradients
         return loss
+
+    def new_train_step(self):
+        """A fresh tf.function of the global step (batch -> summed loss), traced on its first
+        call: the module-level switches read at trace time (`conv.FILTER_GRADIENT`) apply to
+        it. `train_step` is one; bench scripts make others to compare such switches."""
+        return tf.function(self._distributed_train_step)
 
     def _distributed_train_step(self, batch):
         losses = self.strategy.run(self._replica_train_step, args=batch)
