@@ -145,11 +145,11 @@ def _ours(name, code_root, passthrough):
 # Times the original's step at the published batch size with no cap on its length: the
 # script's own PixelSNAIL command gives up on a batch whose step takes over 60 s.
 _ORIGINAL_STEP = """
-import sys
+import json, sys
 sys.path.insert(0, sys.argv[1])
 import time_original
-res = time_original.time_train(sys.argv[2], sys.argv[3], eval(sys.argv[4]), int(sys.argv[5]),
-                               int(sys.argv[6]))[0]
+res = time_original.time_train(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]),
+                               int(sys.argv[5]), int(sys.argv[6]))[0]
 time_original.record(res)
 """
 
@@ -160,7 +160,7 @@ def _original(extra_env):
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
         done = subprocess.run(
             [F.original_python, "-c", _ORIGINAL_STEP, os.path.dirname(F.original_script),
-             original["repo"], original["spec"], repr(original["options"]), str(F.batch_size),
+             original["repo"], original["spec"], json.dumps(original["options"]), str(F.batch_size),
              str(F.steps)],
             capture_output=True, text=True, cwd=ROOT,
             env=_env({**extra_env, "TIMING_OUT": out.name}))
@@ -202,7 +202,7 @@ def main(argv):
     import keras
     passthrough = [a for a in sys.argv[1:]
                    if not a.startswith(("--variants", "--baseline", "--original", "--nooriginal",
-                                             "--rounds"))]
+                                        "--rounds"))]
     if F.rounds < 1:
         sys.exit(f"bench: error: --rounds={F.rounds} must be at least 1")
     rows = []  # (label, zero-argument run returning a result dict or None)
