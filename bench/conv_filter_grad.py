@@ -5,9 +5,11 @@ gradient is the largest single cost of a CPU training step, twice the forward co
     python bench/conv_filter_grad.py                      # the gated resnet's 2x3 convolutions
     python bench/conv_filter_grad.py --shapes=320x160,320x320 --size=32
     python bench/conv_filter_grad.py --training_step --preset=cifar10 --batch=16 --rounds=4
+    python bench/conv_filter_grad.py --training_step --step_variants=padded_dy,products --rounds=5
 
---training_step: the trainer's whole step, traced twice in one process (model/conv.py's filter
-gradient and TensorFlow's), timed in alternation, A B A B ...: this machine's speed drifts by up
+--training_step: the trainer's whole step, traced once per filter gradient in one process
+(--step_variants: model/conv.py's, its earlier form with a padded copy of dy per offset,
+TensorFlow's), timed in alternation, A B A B ...: this machine's speed drifts by up
 to 40% over minutes, so rows timed one after the other (train_throughput.py) can disagree;
 pairs taken seconds apart cannot drift much.
 
@@ -37,6 +39,8 @@ flags.DEFINE_integer("batch", 16, "Images.")
 flags.DEFINE_bool("training_step", False, "Time the trainer's step with each filter gradient.")
 flags.DEFINE_string("preset", "cifar10", "--training_step: the preset whose model is trained.")
 flags.DEFINE_integer("rounds", 4, "--training_step: timed steps of each, in alternation.")
+flags.DEFINE_list("step_variants", ["products", "backend"], "--training_step: the filter "
+                  "gradients to compare, the first the reference: products, padded_dy, backend.")
 F = flags.FLAGS
 KH, KW = 2, 3
 
@@ -79,10 +83,7 @@ def row(cin, cout):
 
     @tf.function
     def padded_dy():
-        shifted = [tf.pad(dy, [[0, 0], [a, KH - 1 - a], [b, KW - 1 - b], [0, 0]])
-                   for a in range(KH) for b in range(KW)]
-        return tf.stack([tf.matmul(tf.reshape(x, (-1, cin)), tf.reshape(p, (-1, cout)),
-                                   transpose_a=True) for p in shifted])
+        return padded_dy_filter_gradient(x, dy, (KH, KW, cin, cout))
 
     @tf.function
     def project():
@@ -105,34 +106,60 @@ def row(cin, cout):
             f"{diff:.1e} of {float(np.max(np.abs(reference))):.1e} |")
 
 
+def padded_dy_filter_gradient(x, dy, kernel_shape):
+    """model/conv.py's filter gradient before the row views: a zero-padded copy of dy per
+    offset, each one product with all of x (the sums are the same)."""
+    kh, kw, cin, cout = kernel_shape
+    flat_x = tf.reshape(x, (-1, cin))
+    dk = [tf.matmul(flat_x, tf.reshape(tf.pad(dy, [[0, 0], [a, kh - 1 - a], [b, kw - 1 - b],
+                                                   [0, 0]]), (-1, cout)), transpose_a=True)
+          for a in range(kh) for b in range(kw)]
+    return tf.reshape(tf.stack(dk), kernel_shape)
+
+
+# --step_variants: FILTER_GRADIENT and the filter-gradient function each step is traced with.
+STEP_VARIANTS = {"products": ("products", None),
+                 "padded_dy": ("products", padded_dy_filter_gradient),
+                 "backend": ("backend", None)}
+
+
 def training_step():
     from bench.harness import preset_trainer
+    unknown = sorted(set(F.step_variants) - set(STEP_VARIANTS))
+    if unknown:
+        raise app.UsageError(f"--step_variants: {','.join(unknown)} not among "
+                             f"{','.join(STEP_VARIANTS)}")
     trainer, batch = preset_trainer(F.preset, F.batch)
-    steps = {}
-    for mode in ("products", "backend"):  # FILTER_GRADIENT is read when the step is traced
-        conv.FILTER_GRADIENT = mode
-        steps[mode] = trainer.new_train_step()
-        float(steps[mode](batch))
-    conv.FILTER_GRADIENT = "auto"
-    times = {mode: [] for mode in steps}
+    steps, project_gradient = {}, conv._filter_gradient
+    for name in F.step_variants:  # both switches are read when the step is traced
+        conv.FILTER_GRADIENT, function = STEP_VARIANTS[name]
+        conv._filter_gradient = function or project_gradient
+        steps[name] = trainer.new_train_step()
+        float(steps[name](batch))
+    conv.FILTER_GRADIENT, conv._filter_gradient = "auto", project_gradient
+    times = {name: [] for name in steps}
     for _ in range(F.rounds):
-        for mode, step in steps.items():
+        for name, step in steps.items():
             start = time.time()
             float(step(batch))
-            times[mode].append(time.time() - start)
-    pairs = [b / p for p, b in zip(times["products"], times["backend"])]
+            times[name].append(time.time() - start)
     fmt = lambda ts: ", ".join(f"{t:.2f}" for t in ts)  # noqa: E731
-    return [f"\n`python bench/conv_filter_grad.py {' '.join(sys.argv[1:])}` ({os.cpu_count()} "
-            f"cores, TF {tf.__version__}, TF_ENABLE_ONEDNN_OPTS="
-            f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {time.strftime('%Y-%m-%d')}): the "
-            f"trainer's step, {F.preset}, batch {F.batch}, in alternation\n",
-            "| filter gradient | s/step, in order | median |", "|---|---|---|",
-            f"| products (model/conv.py) | {fmt(times['products'])} | "
-            f"{np.median(times['products']):.2f} s |",
-            f"| backend (Conv2DBackpropFilter) | {fmt(times['backend'])} | "
-            f"{np.median(times['backend']):.2f} s |",
-            f"\nSpeed-up of each pair (backend / products): {fmt(pairs)}; median "
-            f"{np.median(pairs):.2f}x."]
+    first = F.step_variants[0]
+    lines = [f"\n`python bench/conv_filter_grad.py {' '.join(sys.argv[1:])}` ({os.cpu_count()} "
+             f"cores, TF {tf.__version__}, TF_ENABLE_ONEDNN_OPTS="
+             f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {time.strftime('%Y-%m-%d')}): the "
+             f"trainer's step, {F.preset}, batch {F.batch}, in alternation\n",
+             f"| filter gradient | s/step, in order | median | time / {first}'s, per round "
+             "(median) |", "|---|---|---|---|"]
+    for name, ts in times.items():
+        pairs = [t / f for t, f in zip(ts, times[first])]
+        lines.append(f"| {name} ({STEP_NAMES[name]}) | {fmt(ts)} | {np.median(ts):.2f} s | "
+                     f"{fmt(pairs)} ({np.median(pairs):.3f}) |")
+    return lines
+
+
+STEP_NAMES = {"products": "model/conv.py", "padded_dy": "a padded copy of dy per offset",
+              "backend": "Conv2DBackpropFilter"}
 
 
 def main(argv):

@@ -122,7 +122,7 @@ def test_gated_resnet_is_value_times_sigmoid_gate():
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("filter_size", [(2, 3), (2, 2), (1, 1)])
+@pytest.mark.parametrize("filter_size", [(2, 3), (2, 2), (1, 3), (2, 1), (1, 1)])
 def test_filter_gradient_as_products_equals_the_backend_gradient(monkeypatch, filter_size):
     import tensorflow as tf
     from pixel_cnn_pp.model import conv
@@ -140,6 +140,18 @@ def test_filter_gradient_as_products_equals_the_backend_gradient(monkeypatch, fi
         grads[mode] = [y] + tape.gradient(y, [x, kernel], output_gradients=dy)
     for ours, theirs in zip(grads["products"], grads["backend"]):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+
+    # A traced step whose batch size is unknown until it runs: the rows are counted at run time.
+    monkeypatch.setattr(conv, "FILTER_GRADIENT", "products")
+    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32),
+                                  tf.TensorSpec((None,) + tuple(dy.shape[1:]), tf.float32)])
+    def kernel_grad(x, dy):
+        with tf.GradientTape() as tape:
+            tape.watch(kernel)
+            y = conv.valid_conv(x, kernel)
+        return tape.gradient(y, kernel, output_gradients=dy)
+    np.testing.assert_allclose(kernel_grad(x, dy).numpy(), grads["backend"][2].numpy(),
+                               rtol=1e-5, atol=1e-5)
     monkeypatch.setattr(conv, "FILTER_GRADIENT", "auto")
     assert conv.products_on_this_machine()  # this CPU-only test machine
     monkeypatch.setattr(conv, "FILTER_GRADIENT", "fast")
