@@ -117,10 +117,12 @@ def padded_dy_filter_gradient(x, dy, kernel_shape):
     return tf.reshape(tf.stack(dk), kernel_shape)
 
 
-# --step_variants: FILTER_GRADIENT and the filter-gradient function each step is traced with.
-STEP_VARIANTS = {"products": ("products", None),
-                 "padded_dy": ("products", padded_dy_filter_gradient),
-                 "backend": ("backend", None)}
+# --step_variants: FILTER_GRADIENT and the filter-gradient function each step is traced with
+# (None: model/conv.py's), and the row's label.
+STEP_VARIANTS = {"products": ("products", None, "model/conv.py"),
+                 "padded_dy": ("products", padded_dy_filter_gradient,
+                               "a padded copy of dy per offset"),
+                 "backend": ("backend", None, "Conv2DBackpropFilter")}
 
 
 def training_step():
@@ -132,7 +134,7 @@ def training_step():
     trainer, batch = preset_trainer(F.preset, F.batch)
     steps, project_gradient = {}, conv._filter_gradient
     for name in F.step_variants:  # both switches are read when the step is traced
-        conv.FILTER_GRADIENT, function = STEP_VARIANTS[name]
+        conv.FILTER_GRADIENT, function, _ = STEP_VARIANTS[name]
         conv._filter_gradient = function or project_gradient
         steps[name] = trainer.new_train_step()
         float(steps[name](batch))
@@ -153,13 +155,9 @@ def training_step():
              "(median) |", "|---|---|---|---|"]
     for name, ts in times.items():
         pairs = [t / f for t, f in zip(ts, times[first])]
-        lines.append(f"| {name} ({STEP_NAMES[name]}) | {fmt(ts)} | {np.median(ts):.2f} s | "
+        lines.append(f"| {name} ({STEP_VARIANTS[name][2]}) | {fmt(ts)} | {np.median(ts):.2f} s | "
                      f"{fmt(pairs)} ({np.median(pairs):.3f}) |")
     return lines
-
-
-STEP_NAMES = {"products": "model/conv.py", "padded_dy": "a padded copy of dy per offset",
-              "backend": "Conv2DBackpropFilter"}
 
 
 def main(argv):
