@@ -10,7 +10,7 @@ the filter gradient differs, and only by float32 rounding:
 one (C_in, rows) x (rows, C_out) product per kernel offset (a, b), on pixel rows: x and dy
 (zero-padded once to x's size) flattened to one row per pixel, offset (a, b) pairs x's rows
 from a * W_x + b on with dy's rows from 0 on. Ranges of rows are leading-axis slices, which
-TensorFlow takes without a copy; the zero rows of dy cancel the pairs that wrap into the next
+TensorFlow can take without a copy; the zero rows of dy cancel the pairs that wrap into the next
 row or image. The earlier form, a zero-padded copy of dy per offset, had the same products; a
 paper-configuration training step is 3% faster without the copies (time ratios 0.94, 0.98 and
 0.97 in three runs of 5 alternating pairs, bench/RESULTS.md).
@@ -48,7 +48,7 @@ def _filter_gradient(x, dy, kernel_shape):
     executor could make them as soon as the forward pass ends and hold them (+4.9 GiB at the
     paper configuration, measured); views of x cost nothing wherever they are made."""
     kh, kw, cin, cout = kernel_shape
-    batch = x.shape[0] if x.shape[0] is not None else ops.shape(x)[0]
+    batch = ops.shape(x)[0]  # a tensor where the batch size is known only at run time
     height, width = x.shape[1], x.shape[2]  # H + kh - 1, W + kw - 1
     rows_x = ops.reshape(x, (-1, cin))
     rows_dy = ops.reshape(ops.pad(dy, [[0, 0], [0, kh - 1], [0, kw - 1], [0, 0]]), (-1, cout))
