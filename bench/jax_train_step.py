@@ -52,6 +52,8 @@ flags.DEFINE_list("filter_gradients", ["auto"],
                   "model/conv.py's FILTER_GRADIENT, one row each: auto, products, backend.")
 flags.DEFINE_list("matmul_precision", ["default"],
                   "jax_default_matmul_precision, one row each: default, high, highest.")
+flags.DEFINE_string("trace_dir", None,
+                    "Also write a jax.profiler trace of two steps of the first row here.")
 F = flags.FLAGS
 POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
 
@@ -75,14 +77,21 @@ def train_row(precision, batch, filter_gradient, matmul_precision):
     conv.FILTER_GRADIENT = filter_gradient  # read when the step is traced
     jax.config.update("jax_default_matmul_precision",
                       None if matmul_precision == "default" else matmul_precision)
+    start = time.time()
     step, images = build(precision, batch)
-    jitted = jax.jit(step.stateless_step)
+    print(f"{precision}, batch {batch}: built and initialised in {time.time() - start:.0f} s",
+          flush=True)
+    # The state's buffers are donated (updated in place), as Keras's JAX trainer and the Flax
+    # baseline do. Copied first: the shadows may share buffers with the weights they start from,
+    # and the model's variables keep theirs.
+    jitted = jax.jit(step.stateless_step, donate_argnums=0)
     images = jnp.asarray(images)
-    state = step.state()
+    state = jax.tree_util.tree_map(jnp.copy, step.state())
     start = time.time()
     state, loss = jitted(state, images)
     loss.block_until_ready()
     compile_s = time.time() - start
+    print(f"first step (compile) {compile_s:.0f} s", flush=True)
     times = []
     for _ in range(F.steps):  # synchronised: each step waits for the previous one
         start = time.time()
@@ -94,6 +103,12 @@ def train_row(precision, batch, filter_gradient, matmul_precision):
         state, loss = jitted(state, images)
     loss.block_until_ready()
     back_to_back = F.steps * batch / (time.time() - start)
+    if F.trace_dir:
+        with jax.profiler.trace(F.trace_dir):
+            for _ in range(2):
+                state, loss = jitted(state, images)
+                loss.block_until_ready()
+        F.trace_dir = None  # the first row only
     seconds = float(np.median(times))
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
