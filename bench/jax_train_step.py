@@ -9,14 +9,18 @@
 Needs no TensorFlow. The step is the one train.py runs: `TrainStep` of the preset's settings
 (the model's summed-nats loss with dropout, the original Adam with the preset's learning rate,
 decay and epsilon, the Polyak update with its decay), as one `jax.jit` of
-`TrainStep.stateless_step`. Reports images/s from the median synchronised step and from
-back-to-back steps (dispatched without waiting, synchronised once at the end), compile time and
-peak device memory, per batch size and precision, and per filter gradient of the stride-1
-convolutions (`model/conv.py`: "auto" is the backend's own on a GPU) and float32 matmul
-precision (JAX's default lets XLA use TF32 on NVIDIA GPUs; "highest" is true float32). --sampling: 16 and 256 images, naive (one
-jitted full forward per pixel, --naive_pixels timed and scaled) vs the cached sampler, warm, with
-its compile time apart. Prints a table and appends it to bench/RESULTS.md. Needs the project's metadata for its registry: `pip install -e .`
-or the `pixelcnn_keras.egg-info` folder of such an install beside the code.
+`TrainStep.stateless_step` with its state donated. Reports images/s from the median
+synchronised step and from back-to-back steps (dispatched without waiting, synchronised once at
+the end), compile time and peak device memory, per batch size and precision (one model built
+and initialised for each), and per filter gradient of the stride-1 convolutions
+(`model/conv.py`: "auto" is the backend's own on a GPU) and float32 matmul precision (JAX's
+default lets XLA use TF32 on NVIDIA GPUs; "highest" is true float32). --trace_dir: a
+jax.profiler trace of two steps of the first row (`bench/profile_step.py --trace_dir`
+summarises it). --sampling: 16 and 256 images, naive (one jitted full forward per pixel,
+--naive_pixels timed and scaled) vs the cached sampler, warm, with its compile time apart.
+Prints a table and appends it to bench/RESULTS.md. Needs the project's metadata for its
+registry: `pip install -e .` or the `pixelcnn_keras.egg-info` folder of such an install beside
+the code.
 """
 import os
 import platform
@@ -73,20 +77,29 @@ def build(precision, batch):
     return step, images
 
 
-def train_row(precision, batch, filter_gradient, matmul_precision):
-    conv.FILTER_GRADIENT = filter_gradient  # read when the step is traced
-    jax.config.update("jax_default_matmul_precision",
-                      None if matmul_precision == "default" else matmul_precision)
+def train_rows(precision, batch):
+    """One table row per filter gradient and matmul precision, all from one model built and
+    initialised once (a fresh copy of its state each): only the jitted step differs."""
     start = time.time()
     step, images = build(precision, batch)
     print(f"{precision}, batch {batch}: built and initialised in {time.time() - start:.0f} s",
           flush=True)
+    images = jnp.asarray(images)
+    for filter_gradient in F.filter_gradients:
+        for matmul_precision in F.matmul_precision:
+            yield train_row(step, images, precision, filter_gradient, matmul_precision)
+
+
+def train_row(step, images, precision, filter_gradient, matmul_precision):
+    conv.FILTER_GRADIENT = filter_gradient  # both read when the step is traced
+    jax.config.update("jax_default_matmul_precision",
+                      None if matmul_precision == "default" else matmul_precision)
     # The state's buffers are donated (updated in place), as Keras's JAX trainer and the Flax
     # baseline do. Copied first: the shadows may share buffers with the weights they start from,
-    # and the model's variables keep theirs.
+    # and the model's variables keep theirs for the next row.
     jitted = jax.jit(step.stateless_step, donate_argnums=0)
-    images = jnp.asarray(images)
     state = jax.tree_util.tree_map(jnp.copy, step.state())
+    batch = images.shape[0]
     start = time.time()
     state, loss = jitted(state, images)
     loss.block_until_ready()
@@ -162,10 +175,9 @@ def main(argv):
                  "|---|---|---|---|---|---|---|---|---|---|"]
         for precision in F.precisions:
             for batch in F.batch_sizes:
-                for grad in F.filter_gradients:
-                    for matmul in F.matmul_precision:
-                        lines.append(train_row(precision, int(batch), grad, matmul))
-                        print(lines[-1], flush=True)
+                for row in train_rows(precision, int(batch)):
+                    lines.append(row)
+                    print(row, flush=True)
     record("\n".join(lines) + "\n")
 
 
