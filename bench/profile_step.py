@@ -41,9 +41,8 @@ flags.DEFINE_integer("steps_traced", 1, "With --trace_dir of a GPU trace: steps 
 F = flags.FLAGS
 
 
-def op_times(logdir):
-    """{op type: (seconds, count)} from the host plane of the trace in `logdir`."""
-    space = _xspace(logdir)
+def op_times(space):
+    """{op type: (seconds, count)} from the host plane of a trace (an XSpace)."""
     totals = collections.defaultdict(lambda: [0.0, 0])
     for plane in space.planes:
         if not plane.name.startswith("/host:CPU"):
@@ -130,11 +129,12 @@ def main(argv):
 
 
 def report(logdir, step):
-    gpus = [p for p in _xspace(logdir).planes if p.name.startswith("/device:GPU:")]
+    space = _xspace(logdir)
+    gpus = [p for p in space.planes if p.name.startswith("/device:GPU:")]
     if gpus:
         head = f"\n`python bench/profile_step.py {' '.join(sys.argv[1:])}` ({gpus[0].name}):\n"
         return record("\n".join([head, *gpu_report(gpus[0], F.steps_traced)]) + "\n")
-    totals = sorted(op_times(logdir).items(), key=lambda kv: -kv[1][0])
+    totals = sorted(op_times(space).items(), key=lambda kv: -kv[1][0])
     lines = [f"\n`python bench/profile_step.py {' '.join(sys.argv[1:])}` "
              f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, TF {tf.__version__}): "
              f"profiled step {step:.1f} s wall\n",
