@@ -20,7 +20,8 @@ Each measurement runs in its own subprocess (its own peak memory, its own Tensor
 * `--rounds=N`: all rows N times over, in alternation (original, baseline, project, original,
   ...). This machine's speed drifts by up to 40% over minutes, so rows timed minutes apart
   disagree; with rounds each row's time is its median over the rounds, and the ratio to the
-  original is also given per round (neighbouring runs) with the median of those ratios.
+  original is also given per round (neighbouring runs) with the median of those ratios. A run
+  stopped by Ctrl-C or SIGTERM (a time limit) still writes the table of its complete rounds.
 
 Prints seconds per step (median after one traced warm-up step), images/s, the ratio to the
 original (TF defaults) and to the first row, warm-up time and peak resident memory, and appends
@@ -31,6 +32,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -199,7 +201,6 @@ def main(argv):
     if F.original and not os.path.exists(F.original_python):
         sys.exit(f"bench: error: --original_python={F.original_python} does not exist; "
                  "see ../shared/baseline/README.md")
-    import keras
     passthrough = [a for a in sys.argv[1:]
                    if not a.startswith(("--variants", "--baseline", "--original", "--nooriginal",
                                         "--rounds"))]
@@ -218,14 +219,30 @@ def main(argv):
               lambda name=name, tree=tree: _ours(name, tree, passthrough))
              for prefix, tree in trees for name in F.variants]
     timed = {label: [] for label, _ in rows}  # label -> one result per round (None: failed)
+    # A run stopped (Ctrl-C, or SIGTERM from a time limit) still reports its complete rounds.
+    signal.signal(signal.SIGTERM, _interrupt)
+    rounds = 0
     try:
         for round_ in range(F.rounds):
             for label, run in rows:
                 timed[label].append(run())
                 print(f"round {round_ + 1}/{F.rounds}, {label}: {timed[label][-1]}", flush=True)
+            rounds += 1
+    except KeyboardInterrupt:
+        print(f"bench: stopped during round {rounds + 1}; reporting {rounds} complete rounds",
+              flush=True)
+        if not rounds:
+            sys.exit("bench: error: stopped before one round was complete")
+        timed = {label: results[:rounds] for label, results in timed.items()}
     finally:
         if F.baseline:
             shutil.rmtree(trees[0][1], ignore_errors=True)
+    report(rows, timed, rounds)
+
+
+def report(rows, timed, rounds):
+    """Appends the table of `rounds` complete rounds to bench/RESULTS.md."""
+    import keras
     runs = [(label, _merged(results)) for label, results in timed.items()]
     results = [(label, r) for label, r in runs if r]
     if not results:
@@ -247,8 +264,10 @@ def main(argv):
         lines.append(f"| {label} | {r['step']:.2f} s | {F.batch_size / r['step']:.2f} | "
                      f"{vs_original} | {first / r['step']:.2f}x | {r['warmup']:.0f} s | "
                      f"{r['rss_gib']:.1f} GiB | {r['loss']:.1f} |")
-    if F.rounds > 1:
-        lines += ["", f"Each row: the median of {F.rounds} rounds. Per round, in order:", "",
+    stopped = f" (stopped after {rounds} of {F.rounds})" if rounds < F.rounds else ""
+    if rounds > 1:
+        lines += ["", f"Each row: the median of {rounds} rounds{stopped}. Per round, in order:",
+                  "",
                   "| run | s/step by round |" + (" time / original's by round (median) |"
                                                    if original else ""),
                   "|---|---|" + ("---|" if original else "")]
@@ -261,7 +280,13 @@ def main(argv):
                 row += (f" {', '.join(f'{x:.2f}' for x in ratios)} "
                         f"({np.median(ratios):.2f}x) |" if ratios else " n/a |")
             lines.append(row)
+    elif stopped:
+        lines += ["", f"One round{stopped}."]
     record("\n".join(lines) + "\n")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _merged(results):
