@@ -237,11 +237,12 @@ def main(argv):
     finally:
         if F.baseline:
             shutil.rmtree(trees[0][1], ignore_errors=True)
-    report(rows, timed, rounds)
+    report(timed, rounds)
 
 
-def report(rows, timed, rounds):
-    """Appends the table of `rounds` complete rounds to bench/RESULTS.md."""
+def report(timed, rounds):
+    """Appends the table of `rounds` complete rounds to bench/RESULTS.md; `timed` {row label:
+    one result per round}, in the rows' order (the original's first where timed)."""
     import keras
     runs = [(label, _merged(results)) for label, results in timed.items()]
     results = [(label, r) for label, r in runs if r]
@@ -271,7 +272,7 @@ def report(rows, timed, rounds):
                   "| run | s/step by round |" + (" time / original's by round (median) |"
                                                    if original else ""),
                   "|---|---|" + ("---|" if original else "")]
-        reference = timed[rows[0][0]] if original else None
+        reference = next(iter(timed.values())) if original else None
         for label, results in timed.items():
             steps = ", ".join(f"{r['step']:.2f}" if r else "failed" for r in results)
             row = f"| {label} | {steps} |"
