@@ -40,7 +40,7 @@ flags.DEFINE_bool("training_step", False, "Time the trainer's step with each fil
 flags.DEFINE_string("preset", "cifar10", "--training_step: the preset whose model is trained.")
 flags.DEFINE_integer("rounds", 4, "--training_step: timed steps of each, in alternation.")
 flags.DEFINE_list("step_variants", ["products", "backend"], "--training_step: the filter "
-                  "gradients to compare, the first the reference: products, padded_dy, backend.")
+                  "gradients to compare, the first the reference: products, padded_dy, einsum, backend.")
 F = flags.FLAGS
 KH, KW = 2, 3
 
@@ -117,11 +117,26 @@ def padded_dy_filter_gradient(x, dy, kernel_shape):
     return tf.reshape(tf.stack(dk), kernel_shape)
 
 
+def einsum_filter_gradient(x, dy, kernel_shape):
+    """model/conv.py's filter gradient with each product an einsum "nc,nd->cd" (its form
+    before the transposed matmul)."""
+    kh, kw, cin, cout = kernel_shape
+    width = x.shape[2]
+    rows_x = tf.reshape(x, (-1, cin))
+    rows_dy = tf.reshape(tf.pad(dy, [[0, 0], [0, kh - 1], [0, kw - 1], [0, 0]]), (-1, cout))
+    rows = tf.shape(rows_dy)[0] - (kh - 1) * width - (kw - 1)
+    rows_dy = rows_dy[:rows]
+    dk = [tf.einsum("nc,nd->cd", rows_x[a * width + b:a * width + b + rows], rows_dy)
+          for a in range(kh) for b in range(kw)]
+    return tf.reshape(tf.stack(dk), kernel_shape)
+
+
 # --step_variants: FILTER_GRADIENT and the filter-gradient function each step is traced with
 # (None: model/conv.py's), and the row's label.
 STEP_VARIANTS = {"products": ("products", None, "model/conv.py"),
                  "padded_dy": ("products", padded_dy_filter_gradient,
                                "a padded copy of dy per offset"),
+                 "einsum": ("products", einsum_filter_gradient, "each product an einsum"),
                  "backend": ("backend", None, "Conv2DBackpropFilter")}
 
 
