@@ -1,6 +1,6 @@
 """The stride-1 VALID convolution of the weight-normalised layers, with its filter gradient
-written as matrix products (#15: on CPUs, TensorFlow's Conv2DBackpropFilter was the largest
-single cost of a training step; `bench/conv_filter_grad.py` times the two).
+written as matrix products (#15: on AVX2 CPUs, TensorFlow's Conv2DBackpropFilter was the
+largest single cost of a training step; `bench/conv_filter_grad.py` times the two).
 
 The value and the input gradient are the backend's own (`ops.conv`, `ops.conv_transpose`); only
 the filter gradient differs, and only by float32 rounding:
@@ -20,8 +20,11 @@ import functools
 import keras
 from keras import ops
 
-# "products": the sum above; "backend": the backend's own gradient (cuDNN's on a GPU is the
-# better one); "auto": products when the backend sees no GPU or TPU. Read at trace time.
+# "products": the sum above; "backend": the backend's own gradient; "auto": products when the
+# backend sees no GPU or TPU and the CPU has AVX2 but not AVX-512. Read at trace time. Measured
+# (bench/RESULTS.md): on a 2-core AVX2 CPU the products made a step 1.1x faster; on a 2-core
+# AVX-512 CPU oneDNN's Conv2DBackpropFilter runs at the forward convolution's speed and the
+# products do not beat it; on an H100 they ran at 0.85x cuDNN's speed.
 FILTER_GRADIENT = "auto"
 _CHOICES = ("auto", "products", "backend")
 
@@ -32,7 +35,20 @@ def products_on_this_machine():
         raise ValueError(f"conv.FILTER_GRADIENT={FILTER_GRADIENT!r} is not one of {_CHOICES}")
     if FILTER_GRADIENT != "auto":
         return FILTER_GRADIENT == "products"
-    return _cpus_only()
+    return _cpus_only() and avx2_without_avx512()
+
+
+@functools.cache
+def avx2_without_avx512(cpuinfo="/proc/cpuinfo"):
+    """Whether the CPU's flags (Linux's `cpuinfo`) name avx2 and not avx512f; False where they
+    cannot be read (other systems, other architectures: the backend's gradient is kept)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx2" in flags and "avx512f" not in flags
 
 
 @functools.cache
