@@ -9,7 +9,8 @@ Each measurement runs in its own subprocess (its own peak memory, its own Tensor
 * `--variants`: `float32` is the project's defaults (tf.function, oneDNN's graph rewrites on);
   `no-onednn` turns those off (TF_ENABLE_ONEDNN_OPTS=0, TensorFlow's own default on CPUs
   without AVX-512); `xla` adds `jit_compile=True`; `bf16` the `mixed_bfloat16` policy;
-  `backend-filter-grad` the backend's own filter gradient instead of `model/conv.py`'s products.
+  `backend-filter-grad` and `products-filter-grad` force `model/conv.py`'s filter gradient (the
+  backend's own, or the matrix products) where its "auto" picks one by the machine.
   A TF_ENABLE_ONEDNN_OPTS set by the caller applies to the runs that do not set their own, and
   their labels say so.
 * `--baseline=REV`: the same variants on the code of git revision REV (exported to a temporary
@@ -67,6 +68,9 @@ SETTINGS = {
     # The backend's own filter gradient for the stride-1 convolutions (model/conv.py).
     "backend-filter-grad": dict(jit_compile=False, mixed_precision="float32",
                                 filter_gradient="backend"),
+    # The matrix-product filter gradient whatever the CPU (model/conv.py's "auto" chooses).
+    "products-filter-grad": dict(jit_compile=False, mixed_precision="float32",
+                                 filter_gradient="products"),
 }
 # Variant: (worker name, environment). Worker names are those of earlier versions of this
 # script too, so that --baseline runs the old code's own worker.
