@@ -40,7 +40,8 @@ flags.DEFINE_bool("training_step", False, "Time the trainer's step with each fil
 flags.DEFINE_string("preset", "cifar10", "--training_step: the preset whose model is trained.")
 flags.DEFINE_integer("rounds", 4, "--training_step: timed steps of each, in alternation.")
 flags.DEFINE_list("step_variants", ["products", "backend"], "--training_step: the filter "
-                  "gradients to compare, the first the reference: products, padded_dy, einsum, backend.")
+                  "gradients to compare, the first the reference: products, padded_dy, einsum, "
+                  "backend.")
 F = flags.FLAGS
 KH, KW = 2, 3
 
