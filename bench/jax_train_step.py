@@ -5,16 +5,19 @@
     KERAS_BACKEND=jax python bench/jax_train_step.py --sampling --naive_pixels=8
     KERAS_BACKEND=jax python bench/jax_train_step.py --batch_sizes=64 \
         --filter_gradients=backend,products --matmul_precision=default,highest
+    KERAS_BACKEND=jax python bench/jax_train_step.py --batch_sizes=64 --updates=per_variable,grouped
 
 Needs no TensorFlow. The step is the one train.py runs: `TrainStep` of the preset's settings
 (the model's summed-nats loss with dropout, the original Adam with the preset's learning rate,
 decay and epsilon, the Polyak update with its decay), as one `jax.jit` of
 `TrainStep.stateless_step` with its state donated. Reports images/s from the median
 synchronised step and from back-to-back steps (dispatched without waiting, synchronised once at
-the end), compile time and peak device memory, per batch size and precision (one model built
+the end), compile time, the compiled step's memory (XLA's memory analysis: arguments and temporaries)
+and peak device memory, per batch size and precision (one model built
 and initialised for each), and per filter gradient of the stride-1 convolutions
-(`model/conv.py`: "auto" is the backend's own on a GPU) and float32 matmul precision (JAX's
-default lets XLA use TF32 on NVIDIA GPUs; "highest" is true float32). --trace_dir: a
+(`model/conv.py`: "auto" is the backend's own on a GPU), float32 matmul precision (JAX's
+default lets XLA use TF32 on NVIDIA GPUs; "highest" is true float32) and update (Adam and the
+Polyak average per variable, or `grouped`: over all variables at once, `OriginalAdam`). --trace_dir: a
 jax.profiler trace of two steps of the first row (`bench/profile_step.py --trace_dir`
 summarises it). --sampling: 16 and 256 images, naive (one jitted full forward per pixel,
 --naive_pixels timed and scaled) vs the cached sampler, warm, with its compile time apart.
@@ -56,6 +59,8 @@ flags.DEFINE_list("filter_gradients", ["auto"],
                   "model/conv.py's FILTER_GRADIENT, one row each: auto, products, backend.")
 flags.DEFINE_list("matmul_precision", ["default"],
                   "jax_default_matmul_precision, one row each: default, high, highest.")
+flags.DEFINE_list("updates", ["per_variable"],
+                  "Adam + Polyak, one row each: per_variable, grouped (TrainStep's grouped_update).")
 flags.DEFINE_string("trace_dir", None,
                     "Also write a jax.profiler trace of two steps of the first row here.")
 F = flags.FLAGS
@@ -64,7 +69,7 @@ POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
 
 def build(precision, batch):
     """(TrainStep of the preset, uint8 images (batch, H, W, C)), initialised as train.py does:
-    shadows first, then data-dependent init on the preset's init batch."""
+    shadows first, then data-dependent init on the preset's init batch (its first images)."""
     overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters") if getattr(F, k)}
     config, dataset, _ = from_preset(F.preset, mixed_precision=POLICIES[precision], **overrides)
     shape = DATASET_SHAPES[dataset]
@@ -72,26 +77,33 @@ def build(precision, batch):
     model.build_all()
     step = TrainStep(model, config.learning_rate, config.lr_decay, config.adam_epsilon,
                      config.polyak_decay)
-    images = np.random.RandomState(0).randint(0, 256, (batch, *shape), np.uint8)
+    images = np.random.RandomState(0).randint(
+        0, 256, (max(batch, config.init_batch_size), *shape), np.uint8)
     model.initialize(images[:config.init_batch_size])
-    return step, images
+    return step, images[:batch]
 
 
-def train_rows(precision, batch):
-    """One table row per filter gradient and matmul precision, all from one model built and
-    initialised once (a fresh copy of its state each): only the jitted step differs."""
+def train_rows(precision, batch_sizes):
+    """One table row per batch size, filter gradient, matmul precision and update, all from one
+    model built and initialised once (a fresh copy of its state each): only the jitted step
+    differs. (The initialisation takes about a minute on a GPU: eager ops, each compiled.)"""
     start = time.time()
-    step, images = build(precision, batch)
-    print(f"{precision}, batch {batch}: built and initialised in {time.time() - start:.0f} s",
-          flush=True)
-    images = jnp.asarray(images)
-    for filter_gradient in F.filter_gradients:
-        for matmul_precision in F.matmul_precision:
-            yield train_row(step, images, precision, filter_gradient, matmul_precision)
+    step, images = build(precision, max(batch_sizes))
+    print(f"{precision}: built and initialised in {time.time() - start:.0f} s", flush=True)
+    for batch in batch_sizes:
+        for filter_gradient in F.filter_gradients:
+            for matmul_precision in F.matmul_precision:
+                for update in F.updates:
+                    yield train_row(step, jnp.asarray(images[:batch]), precision,
+                                    filter_gradient, matmul_precision, update)
 
 
-def train_row(step, images, precision, filter_gradient, matmul_precision):
-    conv.FILTER_GRADIENT = filter_gradient  # both read when the step is traced
+def train_row(step, images, precision, filter_gradient, matmul_precision, update):
+    if update not in ("per_variable", "grouped"):
+        raise app.UsageError(f"--updates: per_variable or grouped, got {update!r}")
+    # All three are read when the step is traced.
+    conv.FILTER_GRADIENT = filter_gradient
+    step.optimizer.grouped = update == "grouped"
     jax.config.update("jax_default_matmul_precision",
                       None if matmul_precision == "default" else matmul_precision)
     # The state's buffers are donated (updated in place), as Keras's JAX trainer and the Flax
@@ -101,6 +113,11 @@ def train_row(step, images, precision, filter_gradient, matmul_precision):
     state = jax.tree_util.tree_map(jnp.copy, step.state())
     batch = images.shape[0]
     start = time.time()
+    jitted = jitted.lower(state, images).compile()
+    memory = jitted.memory_analysis()
+    # The step's own footprint, per row (the process's peak below accumulates over rows):
+    # its arguments (the state, donated, and the images) plus XLA's temporaries.
+    footprint = (memory.argument_size_in_bytes + memory.temp_size_in_bytes) if memory else None
     state, loss = jitted(state, images)
     loss.block_until_ready()
     compile_s = time.time() - start
@@ -126,9 +143,11 @@ def train_row(step, images, precision, filter_gradient, matmul_precision):
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     grad = f"{filter_gradient} ({'products' if conv.products_on_this_machine() else 'backend'})"
-    return (f"| {precision} | {batch} | {grad} | {matmul_precision} | {batch / seconds:.0f} | "
+    return (f"| {precision} | {batch} | {grad} | {matmul_precision} | {update} | "
+            f"{batch / seconds:.0f} | "
             f"{back_to_back:.0f} | "
             f"{seconds * 1000:.1f} ms | {compile_s:.0f} s | "
+            f"{'%.1f GiB' % (footprint / 2**30) if footprint else 'n/a'} | "
             f"{'%.1f GiB' % (peak / 2**30) if peak else 'n/a'} | {float(loss):.1f} |")
 
 
@@ -169,15 +188,15 @@ def main(argv):
         lines = [head, "| what | naive | cached (warm) | compile (first call - warm) | "
                  "speed-up |", "|---|---|---|---|---|", *sampling_rows()]
     else:
-        lines = [head, "| precision | batch | filter gradient | matmul precision | images/s "
-                 "(median step) | images/s (back to back) | step (median) | first step (compile) "
-                 "| peak device memory (process, so far) | loss (nats) |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+        lines = [head, "| precision | batch | filter gradient | matmul precision | update | "
+                 "images/s (median step) | images/s (back to back) | step (median) | first step "
+                 "(compile) | step's memory (state + images + XLA temporaries) | peak device memory "
+                 "(process, so far) | loss (nats) |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for precision in F.precisions:
-            for batch in F.batch_sizes:
-                for row in train_rows(precision, int(batch)):
-                    lines.append(row)
-                    print(row, flush=True)
+            for row in train_rows(precision, [int(b) for b in F.batch_sizes]):
+                lines.append(row)
+                print(row, flush=True)
     record("\n".join(lines) + "\n")
 
 
