@@ -5,19 +5,17 @@
     KERAS_BACKEND=jax python bench/jax_train_step.py --sampling --naive_pixels=8
     KERAS_BACKEND=jax python bench/jax_train_step.py --batch_sizes=64 \
         --filter_gradients=backend,products --matmul_precision=default,highest
-    KERAS_BACKEND=jax python bench/jax_train_step.py --batch_sizes=64 --updates=per_variable,grouped
 
 Needs no TensorFlow. The step is the one train.py runs: `TrainStep` of the preset's settings
 (the model's summed-nats loss with dropout, the original Adam with the preset's learning rate,
 decay and epsilon, the Polyak update with its decay), as one `jax.jit` of
 `TrainStep.stateless_step` with its state donated. Reports images/s from the median
 synchronised step and from back-to-back steps (dispatched without waiting, synchronised once at
-the end), compile time, the compiled step's memory (XLA's memory analysis: arguments and temporaries)
-and peak device memory, per batch size and precision (one model built
-and initialised for each), and per filter gradient of the stride-1 convolutions
-(`model/conv.py`: "auto" is the backend's own on a GPU), float32 matmul precision (JAX's
-default lets XLA use TF32 on NVIDIA GPUs; "highest" is true float32) and update (Adam and the
-Polyak average per variable, or `grouped`: over all variables at once, `OriginalAdam`). --trace_dir: a
+the end), compile time, the compiled step's own memory (XLA's memory analysis: its arguments
+and temporaries) and the process's peak device memory, per precision (one model built and
+initialised for each), batch size, filter gradient of the stride-1 convolutions
+(`model/conv.py`: "auto" is the backend's own on a GPU) and float32 matmul precision (JAX's
+default lets XLA use TF32 on NVIDIA GPUs; "highest" is true float32). --trace_dir: a
 jax.profiler trace of two steps of the first row (`bench/profile_step.py --trace_dir`
 summarises it). --sampling: 16 and 256 images, naive (one jitted full forward per pixel,
 --naive_pixels timed and scaled) vs the cached sampler, warm, with its compile time apart.
@@ -59,8 +57,6 @@ flags.DEFINE_list("filter_gradients", ["auto"],
                   "model/conv.py's FILTER_GRADIENT, one row each: auto, products, backend.")
 flags.DEFINE_list("matmul_precision", ["default"],
                   "jax_default_matmul_precision, one row each: default, high, highest.")
-flags.DEFINE_list("updates", ["per_variable"],
-                  "Adam + Polyak, one row each: per_variable, grouped (TrainStep's grouped_update).")
 flags.DEFINE_string("trace_dir", None,
                     "Also write a jax.profiler trace of two steps of the first row here.")
 F = flags.FLAGS
@@ -84,7 +80,7 @@ def build(precision, batch):
 
 
 def train_rows(precision, batch_sizes):
-    """One table row per batch size, filter gradient, matmul precision and update, all from one
+    """One table row per batch size, filter gradient and matmul precision, all from one
     model built and initialised once (a fresh copy of its state each): only the jitted step
     differs. (The initialisation takes about a minute on a GPU: eager ops, each compiled.)"""
     start = time.time()
@@ -93,17 +89,12 @@ def train_rows(precision, batch_sizes):
     for batch in batch_sizes:
         for filter_gradient in F.filter_gradients:
             for matmul_precision in F.matmul_precision:
-                for update in F.updates:
-                    yield train_row(step, jnp.asarray(images[:batch]), precision,
-                                    filter_gradient, matmul_precision, update)
+                yield train_row(step, jnp.asarray(images[:batch]), precision, filter_gradient,
+                                matmul_precision)
 
 
-def train_row(step, images, precision, filter_gradient, matmul_precision, update):
-    if update not in ("per_variable", "grouped"):
-        raise app.UsageError(f"--updates: per_variable or grouped, got {update!r}")
-    # All three are read when the step is traced.
-    conv.FILTER_GRADIENT = filter_gradient
-    step.optimizer.grouped = update == "grouped"
+def train_row(step, images, precision, filter_gradient, matmul_precision):
+    conv.FILTER_GRADIENT = filter_gradient  # both read when the step is traced
     jax.config.update("jax_default_matmul_precision",
                       None if matmul_precision == "default" else matmul_precision)
     # The state's buffers are donated (updated in place), as Keras's JAX trainer and the Flax
@@ -143,8 +134,7 @@ def train_row(step, images, precision, filter_gradient, matmul_precision, update
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     grad = f"{filter_gradient} ({'products' if conv.products_on_this_machine() else 'backend'})"
-    return (f"| {precision} | {batch} | {grad} | {matmul_precision} | {update} | "
-            f"{batch / seconds:.0f} | "
+    return (f"| {precision} | {batch} | {grad} | {matmul_precision} | {batch / seconds:.0f} | "
             f"{back_to_back:.0f} | "
             f"{seconds * 1000:.1f} ms | {compile_s:.0f} s | "
             f"{'%.1f GiB' % (footprint / 2**30) if footprint else 'n/a'} | "
@@ -188,11 +178,11 @@ def main(argv):
         lines = [head, "| what | naive | cached (warm) | compile (first call - warm) | "
                  "speed-up |", "|---|---|---|---|---|", *sampling_rows()]
     else:
-        lines = [head, "| precision | batch | filter gradient | matmul precision | update | "
+        lines = [head, "| precision | batch | filter gradient | matmul precision | "
                  "images/s (median step) | images/s (back to back) | step (median) | first step "
-                 "(compile) | step's memory (state + images + XLA temporaries) | peak device memory "
-                 "(process, so far) | loss (nats) |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                 "(compile) | step's memory (state + images + XLA temporaries) | peak device "
+                 "memory (process, so far) | loss (nats) |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         for precision in F.precisions:
             for row in train_rows(precision, [int(b) for b in F.batch_sizes]):
                 lines.append(row)

@@ -7,8 +7,6 @@ import tensorflow as tf
 
 from conftest import random_images
 from fixture_checks import run_with_jax_backend
-from pixel_cnn_pp.errors import ConfigError
-from pixel_cnn_pp.model.optim import OriginalAdam
 from pixel_cnn_pp.model.registry import build_model
 from pixel_cnn_pp.model.train_step import TrainStep
 
@@ -72,45 +70,3 @@ def test_jax_stateless_step_equals_the_tensorflow_step(tmp_path):
     path = str(tmp_path / "step.npz")
     np.savez(path, images=images, labels=labels, loss=float(loss), **saved)
     run_with_jax_backend(JAX_STEP.format(path=path, options=OPTIONS, settings=SETTINGS))
-
-
-GROUPED_STEP = """
-import numpy as np, jax, keras
-from pixel_cnn_pp.model.registry import build_model
-from pixel_cnn_pp.model.train_step import TrainStep
-keras.utils.set_random_seed(0)
-model = build_model("pixel_cnn_pp", (8, 8, 3), **{options!r})
-model.build_all()
-step = TrainStep(model, **{settings!r})
-images = np.random.RandomState(5).randint(0, 256, (4, 8, 8, 3)).astype(np.uint8)
-model.initialize(images)
-states = {{}}
-for grouped in (False, True):
-    step.optimizer.grouped = grouped
-    # One step from the same state, so that only the update's arithmetic can differ (a second
-    # step's gradients would amplify ulps of the weights). A fresh trace each: `grouped` is read
-    # when the step is traced.
-    states[grouped], _ = jax.jit(step.stateless_step)(step.state(), images)
-pairs = [(a, b) for part in (0, 2, 3) for a, b in zip(states[False][part], states[True][part])]
-assert len(pairs) > 3 * len(model.trainable_variables)  # weights, m and v, shadows
-moved = max(np.abs(np.asarray(a) - np.asarray(w)).max()
-            for a, w in zip(states[False][0], step.state()[0]))
-assert moved > 1e-3, moved
-# The same arithmetic element by element; XLA vectorises a long vector differently from short
-# ones, which can cost an ulp or two.
-for a, b in pairs:
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7)
-print("JAX_OK", moved)
-"""
-
-
-def test_grouped_update_equals_the_per_variable_update():
-    """Adam and the Polyak average over the variables concatenated (`grouped_update`, the JAX
-    step's option) leave the same weights, moments and shadows as the per-variable update."""
-    pytest.importorskip("jax", reason="jax is a test extra: pip install -e .[test]")
-    run_with_jax_backend(GROUPED_STEP.format(options=OPTIONS, settings=SETTINGS))
-
-
-def test_grouped_update_is_refused_on_tensorflow():
-    with pytest.raises(ConfigError, match="grouped=True"):
-        OriginalAdam(grouped=True)

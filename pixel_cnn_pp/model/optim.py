@@ -3,7 +3,6 @@ learning-rate decay of `train.py` and `tf.train.ExponentialMovingAverage`."""
 import contextlib
 
 import keras
-import numpy as np
 from keras import ops
 
 from pixel_cnn_pp.errors import ConfigError
@@ -25,25 +24,6 @@ class PerStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"learning_rate": self.learning_rate, "decay": self.decay}
 
 
-def flatten_all(values):
-    """The values (any shapes, one dtype) as one flat vector, in order."""
-    return ops.concatenate([ops.reshape(x, (-1,)) for x in values])
-
-
-def unflatten_like(flat, like):
-    """`flatten_all`'s inverse: `flat` split into arrays of the shapes of `like`."""
-    offsets = np.cumsum([int(np.prod(x.shape)) for x in like])[:-1].tolist()
-    return [ops.reshape(part, x.shape) for part, x in zip(ops.split(flat, offsets), like)]
-
-
-def adam_moments(g, m, v, c):
-    """One update of the original Adam on arrays of any one shape: (m, v, the step that is
-    subtracted from the parameter). `c`: the step's scalars (`OriginalAdam`)."""
-    m = c["beta_1"] * m + c["one_minus_beta_1"] * g
-    v = c["beta_2"] * v + c["one_minus_beta_2"] * ops.square(g)
-    return m, v, c["lr"] * (m / c["debias_1"]) / ops.sqrt(v / c["debias_2"] + c["epsilon"])
-
-
 @keras.saving.register_keras_serializable(package="pixel_cnn_pp")
 class OriginalAdam(keras.optimizers.Optimizer):
     """Ports `nn.adam_updates(params, grads, lr, mom1, mom2)` with t = 1, 2, ...:
@@ -55,23 +35,13 @@ class OriginalAdam(keras.optimizers.Optimizer):
     original's call: b1 = 0.95, b2 = 0.9995, eps = 1e-8 (PixelSNAIL passes 1e-6), and the
     per-step decay of `train.py`. Under a tf.distribute strategy, Keras sums the replicas'
     gradients before the update, as the original sums its GPUs' gradients.
-
-    grouped: update all variables at once, concatenated into flat vectors and split back, the
-    same arithmetic element by element. Under XLA that is one fused kernel instead of one or
-    more per variable (567 of them in the paper model). The JAX backend only (its
-    `stateless_apply`, the GPU benchmark's step): TensorFlow's distributed update assigns
-    variable by variable.
     """
 
     def __init__(self, learning_rate=1e-3, lr_decay=0.999995, beta_1=0.95, beta_2=0.9995,
-                 epsilon=1e-8, grouped=False, name="original_adam", **kwargs):
-        if grouped and keras.backend.backend() == "tensorflow":
-            raise ConfigError("OriginalAdam(grouped=True) is for the JAX backend; TensorFlow's "
-                              "distributed update assigns variable by variable")
+                 epsilon=1e-8, name="original_adam", **kwargs):
         if isinstance(learning_rate, (int, float)):
             learning_rate = PerStepDecay(learning_rate, lr_decay)
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.grouped = bool(grouped)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
@@ -95,43 +65,23 @@ class OriginalAdam(keras.optimizers.Optimizer):
                    "beta_1": const(self.beta_1), "beta_2": const(self.beta_2),
                    "one_minus_beta_1": const(1.0 - self.beta_1),
                    "one_minus_beta_2": const(1.0 - self.beta_2), "epsilon": const(self.epsilon)}
-        if self.grouped:
-            self._grouped_update_step(grads, trainable_variables, scalars)
-        else:
-            super()._backend_update_step(grads, trainable_variables, scalars)
+        super()._backend_update_step(grads, trainable_variables, scalars)
 
     def update_step(self, gradient, variable, learning_rate):
         """`learning_rate`: the dict of the step's scalars made by `_backend_update_step`."""
         c = {name: ops.cast(value, variable.dtype) for name, value in learning_rate.items()}
+        g = ops.cast(gradient, variable.dtype)
         index = self._get_variable_index(variable)
-        m, v, step = adam_moments(ops.cast(gradient, variable.dtype), self._m[index],
-                                  self._v[index], c)
+        m = c["beta_1"] * self._m[index] + c["one_minus_beta_1"] * g
+        v = c["beta_2"] * self._v[index] + c["one_minus_beta_2"] * ops.square(g)
         self.assign(self._m[index], m)
         self.assign(self._v[index], v)
-        self.assign_sub(variable, step)
-
-    def _grouped_update_step(self, grads, variables, scalars):
-        dtypes = sorted({str(v.dtype) for v in variables})
-        if len(dtypes) != 1:
-            raise ConfigError(f"OriginalAdam(grouped=True) needs variables of one dtype, got "
-                              f"{', '.join(dtypes)}")
-        c = {name: ops.cast(value, dtypes[0]) for name, value in scalars.items()}
-        index = [self._get_variable_index(v) for v in variables]
-        m, v, step = adam_moments(
-            flatten_all([ops.cast(g, dtypes[0]) for g in grads]),
-            flatten_all([self._m[i] for i in index]), flatten_all([self._v[i] for i in index]), c)
-        p = flatten_all(variables) - step
-        for i, var, m_i, v_i, p_i in zip(index, variables, unflatten_like(m, variables),
-                                         unflatten_like(v, variables),
-                                         unflatten_like(p, variables)):
-            self.assign(self._m[i], m_i)
-            self.assign(self._v[i], v_i)
-            self.assign(var, p_i)
+        self.assign_sub(variable, c["lr"] * (m / c["debias_1"])
+                        / ops.sqrt(v / c["debias_2"] + c["epsilon"]))
 
     def get_config(self):
         config = super().get_config()
-        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
-                      grouped=self.grouped)
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
         return config
 
 
@@ -160,13 +110,6 @@ class PolyakAverage:
     def averaged_value(self, shadow, value):
         """The shadow after one update towards `value` (also used by the stateless step)."""
         return shadow - (1.0 - self.decay) * (shadow - value)
-
-    def averaged_values(self, shadows, values, grouped=False):
-        """`averaged_value` of each pair; grouped: as one flat vector (see `OriginalAdam`)."""
-        if grouped:
-            return unflatten_like(self.averaged_value(flatten_all(shadows), flatten_all(values)),
-                                  values)
-        return [self.averaged_value(s, v) for s, v in zip(shadows, values)]
 
     def update(self):
         for shadow, variable in zip(self.shadows, self.variables):

@@ -20,16 +20,13 @@ class TrainStep:
     tf.distribute strategy's scope to mirror them).
 
     learning_rate, lr_decay, adam_epsilon, polyak_decay: the original's flags of those names.
-    grouped_update: Adam and the Polyak average over all variables at once (JAX only; see
-    `OriginalAdam`), the same arithmetic.
     """
 
     def __init__(self, model, learning_rate=1e-3, lr_decay=0.999995, adam_epsilon=1e-8,
-                 polyak_decay=0.9995, grouped_update=False):
+                 polyak_decay=0.9995):
         self.model = model
         self.ema = PolyakAverage(model.trainable_variables, polyak_decay)
-        self.optimizer = OriginalAdam(learning_rate, lr_decay=lr_decay, epsilon=adam_epsilon,
-                                      grouped=grouped_update)
+        self.optimizer = OriginalAdam(learning_rate, lr_decay=lr_decay, epsilon=adam_epsilon)
         self.optimizer.build(model.trainable_variables)
 
     def loss(self, images, labels=None):
@@ -71,5 +68,5 @@ class TrainStep:
             trainable, non_trainable, images, labels)
         trainable, optimizer_values = self.optimizer.stateless_apply(
             optimizer_values, grads, trainable)
-        shadows = self.ema.averaged_values(shadows, trainable, grouped=self.optimizer.grouped)
+        shadows = [self.ema.averaged_value(s, t) for s, t in zip(shadows, trainable)]
         return (trainable, non_trainable, optimizer_values, shadows), loss
