@@ -17,7 +17,14 @@ Each measurement runs in its own subprocess (its own peak memory, its own Tensor
   folder), run as that code ran by default: the before of a before/after in one run.
 * `--original`: the original TF1 code (`../shared/baseline/time_original.py`, its own venv:
   see that folder's README), with TensorFlow's defaults and (`--original_onednn`) with oneDNN's
-  rewrites on.
+  rewrites on. One change to how its graph is built, none to what it computes: PixelSNAIL's
+  data-dependent init runs inside its variables' initialisers, and for each new variable
+  TensorFlow copies the whole initialiser graph upstream of it, reading earlier variables
+  through `initialized_value` (`variables._try_guard_against_uninitialized_dependencies`, one op
+  cache per variable). At the published size that was 14.8 GiB after 31 minutes, unfinished;
+  with one op cache per graph each op is copied once (measured on a small
+  h12_noup_smallkey: the same initial values and loss to float32 rounding, 10.6k instead of
+  51.4k graph ops). The training step's graph does not go through it.
 * `--rounds=N`: all rows N times over, in alternation (original, baseline, project, original,
   ...). This machine's speed drifts by up to 40% over minutes, so rows timed minutes apart
   disagree; with rounds each row's time is its median over the rounds, and the ratio to the
@@ -152,6 +159,14 @@ def _ours(name, code_root, passthrough):
 # script's own PixelSNAIL command gives up on a batch whose step takes over 60 s.
 _ORIGINAL_STEP = """
 import json, sys
+from tensorflow.python.ops import variables
+caches = {}
+def guard(name, initial_value):  # TensorFlow's, with one op cache per graph (see the docstring)
+    if variables._has_cycle(initial_value.op, state={}):
+        return initial_value
+    cache = caches.setdefault(id(initial_value.graph), {})
+    return variables._safe_initial_value_from_tensor(name, initial_value, op_cache=cache)
+variables._try_guard_against_uninitialized_dependencies = guard
 sys.path.insert(0, sys.argv[1])
 import time_original
 res = time_original.time_train(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]),
