@@ -103,6 +103,9 @@ def positional_background(x, ctx=FULL):
     if ctx.position is not None:
         row, col = (ops.reshape(p, (1,)) for p in ctx.position)
         rows, cols, height, width = ops.take(rows, row), ops.take(cols, col), 1, 1
+    # In x's dtype: under mixed_bfloat16 x is bfloat16, and the TensorFlow backend does not
+    # promote float32 + bfloat16. k/H for H <= 256 is exact in bfloat16's 8 bits.
+    rows, cols = ops.cast(rows, x.dtype), ops.cast(cols, x.dtype)
     zeros = ops.zeros_like(x)  # the values of 0. * x for finite x, without a path to x
     return ops.concatenate([ops.reshape(rows, (1, height, 1, 1)) + zeros,
                             ops.reshape(cols, (1, 1, width, 1)) + zeros], axis=-1)

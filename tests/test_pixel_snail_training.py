@@ -33,6 +33,24 @@ def test_two_replicas_lower_the_loss(tmp_path, output):
     assert trainer.replicas == 2 and losses[-1] < losses[0] * 0.9, losses
 
 
+def test_mixed_bfloat16_trains_with_a_float32_loss(tmp_path):
+    options = dict(TINY["model_options"], attn_rep=1, key_size=4, mixin_size=4,
+                   dtype="mixed_bfloat16")
+    config = TrainConfig(**{**TINY, "model": "pixel_snail", "model_options": options})
+    trainer = seeded_trainer(config, data.load("digits"), mirrored(1), str(tmp_path),
+                             log=lambda *_: None)
+    trainer.restore_or_initialize()
+    batch = next(iter(trainer.distribute(trainer.data.train, 0)))
+    losses = [float(trainer.train_step(batch)) for _ in range(8)]
+    assert trainer.model.compute_dtype == "bfloat16"
+    assert all(v.dtype == "float32" for v in trainer.model.trainable_variables)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0] * 0.95, losses
+    images = random_images((2, 8, 8, 1), seed=5)
+    assert trainer.model.bits_per_dim(images).dtype == "float32"
+    samples = ops.convert_to_numpy(trainer.sample(2, seed=1))
+    assert samples.shape == (2, 8, 8, 1) and samples.min() >= 0 and samples.max() <= 255
+
+
 def test_train_eval_export_and_reload_in_a_fresh_process(tmp_path):
     result = run_train(SNAIL_FLAGS + [f"--save_dir={tmp_path}"])
     assert result.returncode == 0, result.stderr[-2000:]
