@@ -187,6 +187,22 @@ def test_mixed_bfloat16_trains_with_a_float32_loss(tmp_path):
     assert 0 < trainer.evaluate("test") < 8
 
 
+@pytest.mark.parametrize("policy, devices, flags, hinted", [
+    ("float32", ["/job:localhost/replica:0/task:0/device:CPU:0"], "avx512f amx_bf16 amx_tile", True),
+    ("mixed_bfloat16", ["/device:CPU:0"], "avx512f amx_bf16", False),      # already bfloat16
+    ("float32", ["/device:CPU:0", "/device:CPU:1"], "avx512f avx512_bf16", False),  # no AMX
+    ("float32", ["/device:GPU:0"], "avx512f amx_bf16", False),             # the GPU does the work
+])
+def test_bfloat16_hint_only_for_float32_on_amx_cpus(tmp_path, policy, devices, flags, hinted):
+    from pixel_cnn_pp.runtime.trainer import bfloat16_hint
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 avx2 {flags}\n")
+    hint = bfloat16_hint(policy, devices, str(cpuinfo))
+    assert (hint is not None) is hinted
+    if hinted:
+        assert "--mixed_precision=mixed_bfloat16" in hint
+
+
 def test_jit_compile_step_matches_the_plain_step(tmp_path):
     _, plain = _losses(tmp_path / "plain", 3)
     _, xla = _losses(tmp_path / "xla", 3, jit_compile=True)

@@ -38,17 +38,23 @@ def products_on_this_machine():
     return _cpus_only() and avx2_without_avx512()
 
 
-@functools.cache
 def avx2_without_avx512(cpuinfo="/proc/cpuinfo"):
     """Whether the CPU's flags (Linux's `cpuinfo`) name avx2 and not avx512f; False where they
     cannot be read (other systems, other architectures: the backend's gradient is kept)."""
+    flags = cpu_flags(cpuinfo)
+    return "avx2" in flags and "avx512f" not in flags
+
+
+@functools.cache
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The first CPU's feature flags from Linux's `cpuinfo`, as a frozenset; empty where they
+    cannot be read (other systems; arm64's line is named "Features")."""
     try:
         with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
+            return frozenset(next((line.split(":", 1)[1].split() for line in f
+                                   if line.startswith("flags")), []))
     except OSError:
-        return False
-    return "avx2" in flags and "avx512f" not in flags
+        return frozenset()
 
 
 @functools.cache
