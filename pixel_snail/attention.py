@@ -104,7 +104,8 @@ def positional_background(x, ctx=FULL):
         row, col = (ops.reshape(p, (1,)) for p in ctx.position)
         rows, cols, height, width = ops.take(rows, row), ops.take(cols, col), 1, 1
     # In x's dtype: under mixed_bfloat16 x is bfloat16, and the TensorFlow backend does not
-    # promote float32 + bfloat16. k/H for H <= 256 is exact in bfloat16's 8 bits.
+    # promote float32 + bfloat16. Exact for power-of-two sizes up to 256; otherwise rounded
+    # like every other bfloat16 activation.
     rows, cols = ops.cast(rows, x.dtype), ops.cast(cols, x.dtype)
     zeros = ops.zeros_like(x)  # the values of 0. * x for finite x, without a path to x
     return ops.concatenate([ops.reshape(rows, (1, height, 1, 1)) + zeros,
