@@ -20,8 +20,9 @@ PRESETS = {
                              save_interval=10, **_SNAIL),
     "snail_imagenet32": _preset("h12_noup_smallkey_imagenet32", "imagenet32",
                                 polyak_decay=0.9997, save_interval=1, **_SNAIL),
-    # The seed's set-up (binarized MNIST, Bernoulli output); its optimiser is plain Adam 1e-3,
-    # here the original's Adam variant. Binarisation is a fixed threshold, not resampled.
+    # The set-up of the PixelSNAIL of EugenHotaj/pytorch-generative (binarized MNIST, Bernoulli
+    # output); its optimiser is plain Adam 1e-3, here the original's Adam variant. Binarisation
+    # is a fixed threshold, not resampled.
     "snail_binarized_mnist": _preset("binarized_mnist", "mnist", polyak_decay=0.9995,
                                      save_interval=1, binarize=True,
                                      **{**_SNAIL, "batch_size": 32, "init_batch_size": 32,

@@ -15,10 +15,10 @@ h12_noup_smallkey_cifar10 = dict(
 h12_noup_smallkey_imagenet32 = dict(h12_noup_smallkey_cifar10, nr_logistic_mix=32,
                                     dropout_p=0.0)
 
-# Dynamically binarized MNIST, the set-up of the PyTorch PixelSNAIL in the seed document
-# (EugenHotaj/pytorch-generative defaults), expressed in this
-# architecture: 64 channels, 8 attention blocks, 2 residual units per block, key/query 4 and
-# value 32 wide, no dropout (that model has none), one Bernoulli logit per pixel.
+# Dynamically binarized MNIST, the set-up of the PixelSNAIL of EugenHotaj/pytorch-generative
+# (its defaults), expressed in this architecture: 64 channels, 8 attention blocks, 2 residual
+# units per block, key/query 4 and value 32 wide, no dropout (that model has none), one
+# Bernoulli logit per pixel.
 # Not expressible here: its 3x3 type-A input conv, plain (not weight-normalised) convs, 2
 # positional channels (here 2C = 2, the same for C = 1), output projection inside attention,
 # the skip `x + block(x)` around every block and its two-layer output head.

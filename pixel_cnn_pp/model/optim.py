@@ -56,7 +56,7 @@ class OriginalAdam(keras.optimizers.Optimizer):
         # The step's scalars once per step, not once per variable: every backend's update loop
         # hands `learning_rate` as it is to each `update_step`. That leaves 23 graph ops per
         # variable instead of 43: the update's trace 15.0 -> 13.2 s at the paper configuration,
-        # 7.7 -> 3.8 s for the tests' tiny models (#15: start-up, CI).
+        # 7.7 -> 3.8 s for the tests' tiny models (start-up time of training and of the tests).
         t = ops.cast(self.iterations + 1, "float32")
         const = lambda value: ops.convert_to_tensor(value, "float32")  # noqa: E731
         scalars = {"lr": ops.cast(learning_rate, "float32"),
