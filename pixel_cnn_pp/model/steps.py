@@ -47,7 +47,7 @@ class _Step(Pass):
         self.layout = layout
         self.kernels = kernels or {}
         self.levels = {}  # key -> level, recorded while discovering
-        self.structures = {}
+        self.structures = {}  # level -> the structure of its output, recorded while discovering
         self.level_now = 0
 
     @property
@@ -93,17 +93,14 @@ class _Step(Pass):
         def compute():
             saved, self.level_now = self.level_now, level
             out = fn(x)
-            self.level_now = saved
-            flat = tree.flatten(out)
-            self.structures[level] = out
-            for i, value in enumerate(flat):
+            for i, value in enumerate(tree.flatten(out)):  # level_now is still `level`: theirs
                 self.hold(f"{held}{i}", value, level)
-                self.levels[f"{held}{i}"] = level
+            self.level_now = saved
             return out
 
         if self.discovering:
-            compute()
-            structure = self.structures[level]
+            structure = tree.map_structure(lambda t: 0, compute())
+            self.structures[level] = structure
         else:
             keys = sorted(k for k, lvl in self.layout["levels"].items() if lvl >= level)
             outer = dict(self.current)
@@ -132,10 +129,9 @@ class _Step(Pass):
         return self.current[key]
 
     def layout_of(self):
-        """{"levels": {key: level}, "structures": {level: held output}} of a discovering step."""
-        structures = {level: tree.map_structure(lambda t: 0, out)
-                      for level, out in self.structures.items()}
-        return {"levels": dict(self.levels), "structures": structures}
+        """{"levels": {key: level}, "structures": {level: the structure of its output}} of a
+        discovering step."""
+        return {"levels": dict(self.levels), "structures": dict(self.structures)}
 
     def padded_image(self, layer):
         """with_ones(image) zero-padded as `layer.padding()` pads its input, in the layer's
