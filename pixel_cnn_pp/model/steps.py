@@ -58,8 +58,13 @@ class _Step(Pass):
         return self.prefix + _name(owner, tag)
 
     def get(self, key, make):
+        """The entry `key` as this step has set it so far, else as `before` gives it."""
         if key in self.current:
             return self.current[key]
+        return self.before(key, make)
+
+    def before(self, key, make):
+        """The entry `key` before this step; while discovering, make() where there is none."""
         if key in self.prev:
             return self.prev[key]
         if not self.discovering:
@@ -154,15 +159,11 @@ class RowStep(_Step):
 
     def _rows_above(self, layer, x, top):
         """x (B, 1, W, C) below the `top` cached rows above it (those before this step)."""
-        # The cache before this step, not `get`: for a strided conv, `record_input` has already
-        # set this step's rows under the same key.
+        # `before`, not `get`: for a strided conv, `record_input` has already set this step's
+        # rows under the same key. Above row 0: the original's zero padding.
         key = self.key(layer)
-        if key in self.prev:
-            above = self.prev[key]
-        elif self.discovering:  # the original's zero padding above row 0
-            above = ops.zeros((self.batch(), top) + tuple(x.shape[2:]), x.dtype)
-        else:
-            raise KeyError(f"no cache entry {key!r}: discover the sampler's state first")
+        above = self.before(key, lambda: ops.zeros((self.batch(), top) + tuple(x.shape[2:]),
+                                                   x.dtype))
         return key, ops.concatenate([above, x], axis=1)
 
     def window(self, layer, x, top, left, right):
