@@ -4,17 +4,22 @@
     python train.py --preset=cifar10 --save_dir=runs/c10  # the paper's run, all local GPUs
     python train.py --save_dir=runs/c10 --mode=eval     # test bits/dim with the EMA weights
     python train.py --save_dir=runs/c10 --mode=sample --num_samples=64 --seed=3
-    python train.py --mode=eval --dataset=cifar10 --init_from_tf1_checkpoint=pxpp/params_cifar.ckpt
+    python train.py --mode=eval --dataset=cifar10 --tf1_checkpoint=pxpp/params_cifar.ckpt
 
-This file only parses flags and wires; the work is in pixel_cnn_pp/runtime/ (trainer.py, runs.py,
-data.py) and the models in pixel_cnn_pp/model/ and pixel_snail/.
+This file only parses flags and dispatches; the modes are pixel_cnn_pp/runtime/commands.py, the
+models are in pixel_cnn_pp/model/ and pixel_snail/.
 """
+import functools
 import os
 import sys
 
 from absl import app, flags, logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pixel_cnn_pp.runtime import cli, hardware  # noqa: E402
+
+hardware.set_onednn_default()  # before anything imports TensorFlow, which reads it when it starts
 
 from pixel_cnn_pp.errors import ConfigError, UserError  # noqa: E402
 from pixel_cnn_pp.model import registry  # noqa: E402
@@ -68,12 +73,13 @@ flags.DEFINE_integer("num_samples", _D.num_samples,
 flags.DEFINE_integer("seed", _D.seed, "Seed of the weights, dropout, data order and sampling.")
 flags.DEFINE_bool("jit_compile", _D.jit_compile,
                   "Compile the forward + backward of a training step with XLA.")
-flags.DEFINE_string("init_from_tf1_checkpoint", None,
+flags.DEFINE_string("tf1_checkpoint", None,
                     "Checkpoint of the original TF1 code (prefix or folder): train from its "
                     "weights instead of data-dependent init, or --mode=eval/sample them. The "
                     "architecture flags are read from it.")
+OLD_SPELLINGS = [cli.define_old_spelling("init_from_tf1_checkpoint", "tf1_checkpoint")]
 flags.DEFINE_enum("tf1_weights", "ema", ["ema", "raw"],
-                  "Which weights of --init_from_tf1_checkpoint: Polyak (EMA) shadows or raw.")
+                  "Which weights of --tf1_checkpoint: Polyak (EMA) shadows or raw.")
 # Running.
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"],
                   "tf.distribute strategy.")
@@ -94,109 +100,44 @@ SETTINGS = ("model", "dataset", "binarize", "mixed_precision", *MODEL_FLAGS, "cl
 
 
 def resolve_config():
-    """(TrainConfig, dataset name, binarize, save dir, TF1 architecture or None) from the preset,
+    """(TrainConfig, commands.Options, the TF1 checkpoint read or None) from the preset,
     overridden by every flag given on the command line; unset model options are the model's."""
+    from pixel_cnn_pp.runtime import commands
     if F.preset and F.preset not in PRESETS:
         raise ConfigError(f"--preset={F.preset!r} is not one of {', '.join(PRESETS)}")
-    for name in ("global_batch_size", "cpu_replicas"):
-        if getattr(F, name) < 0:
-            raise ConfigError(f"--{name}={getattr(F, name)} must be >= 0")
-    settings = dict(PRESETS[F.preset]) if F.preset else {}
+    preset = PRESETS[F.preset] if F.preset else {}
+    settings = dict(preset)
     settings.update({name: getattr(F, name) for name in SETTINGS
                      if F[name].present or (name not in MODEL_FLAGS and name not in settings)})
     tf1 = None
-    if F.init_from_tf1_checkpoint:  # its architecture; a disagreeing setting is an error
+    if F.tf1_checkpoint:  # its architecture; a disagreeing setting is an error
         from pixel_cnn_pp.runtime import tf1_checkpoint
-        tf1 = tf1_checkpoint.infer_hyperparameters(
-            tf1_checkpoint.read(F.init_from_tf1_checkpoint))
-        tf1_checkpoint.check_hyperparameters(
-            tf1, {k: v for k, v in settings.items() if F[k].present or k in (
-                PRESETS[F.preset] if F.preset else {})})
-        architecture = dict(tf1["options"])
-        if settings.get("resnet_nonlinearity") == "relu":  # shapes cannot tell relu from elu
-            architecture["resnet_nonlinearity"] = "relu"
-        settings.update(architecture, model=tf1["model"],
-                        class_conditional=tf1["num_classes"] is not None)
+        tf1 = tf1_checkpoint.read(F.tf1_checkpoint)
+        given = {k: v for k, v in settings.items() if F[k].present or k in preset}
+        settings = tf1_checkpoint.with_architecture(
+            settings, tf1_checkpoint.infer_hyperparameters(tf1), given)
     config, dataset, binarize = from_settings(
-        settings, init_from_tf1_checkpoint=F.init_from_tf1_checkpoint or "",
-        tf1_weights=F.tf1_weights)
-    if F.mode == "sample" and config.num_samples < 1:
-        raise ConfigError(f"--num_samples={config.num_samples} must be >= 1 with --mode=sample")
-    save_dir = F.save_dir or os.path.join("runs", F.preset or dataset)
-    return config, dataset, binarize, save_dir, tf1
+        settings, tf1_checkpoint=F.tf1_checkpoint or "", tf1_weights=F.tf1_weights)
+    options = commands.Options(
+        mode=F.mode, save_dir=F.save_dir or os.path.join("runs", F.preset or dataset),
+        dataset=dataset, binarize=binarize, data_dir=F.data_dir, tfds_data_dir=F.tfds_data_dir,
+        strategy=F.strategy, cpu_replicas=F.cpu_replicas, global_batch_size=F.global_batch_size,
+        eval_split=F.eval_split, allow_changed_hparams=F.allow_changed_hparams,
+        export_at_end=F.export_at_end)
+    return config, options, tf1
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep TF's INFO lines out of the progress output
     try:
-        run()
+        cli.apply_old_spellings("train.py", OLD_SPELLINGS)
+        config, options, tf1 = resolve_config()
+        hardware.choose_filter_gradient()
+        from pixel_cnn_pp.runtime import commands
+        commands.run(config, options, tf1, log=functools.partial(print, flush=True))
     except UserError as e:  # bad flags, files, data, checkpoints: one line; bugs: a traceback
         sys.exit(f"train.py: error: {e}")
-
-
-def run():
-    config, dataset_name, binarize, save_dir, tf1 = resolve_config()
-    import keras
-
-    from pixel_cnn_pp.errors import CheckpointError
-    from pixel_cnn_pp.runtime import atomic, data, distribute, runs, samples, trainer
-    if F.mode != "eval":  # training and sampling write into it
-        atomic.check_writable_dir(save_dir, "save_dir", CheckpointError)
-    devices = distribute.split_cpu(F.cpu_replicas) if F.cpu_replicas else None
-    strategy = distribute.make_strategy(F.strategy, devices)
-    replicas = strategy.num_replicas_in_sync
-    if F.global_batch_size:
-        if F.global_batch_size % replicas:
-            raise ConfigError(f"--global_batch_size={F.global_batch_size} cannot be split "
-                              f"evenly over {replicas} replicas")
-        config.batch_size = F.global_batch_size // replicas
-    keras.utils.set_random_seed(config.seed)  # weights, dropout: a rerun is identical
-
-    if F.mode != "train" and not tf1:  # the run in save_dir: its model and dataset
-        metadata = runs.read_run(save_dir)
-        dataset_name, binarize = metadata["dataset"], metadata["binarize"]
-    dataset = data.load(dataset_name, F.data_dir, F.tfds_data_dir, binarize)
-    if tf1 and tf1["image_channels"] != dataset.image_shape[-1]:
-        raise ConfigError(f"{F.init_from_tf1_checkpoint!r} models {tf1['image_channels']}-channel "
-                          f"images; --dataset={dataset.name} has shape {dataset.image_shape}")
-
-    if F.mode == "train":
-        run_trainer = trainer.Trainer(config, dataset, strategy, save_dir)
-        print(f"{config.model} on {dataset.name} {dataset.image_shape}: "
-              f"{run_trainer.model.count_params():,} parameters, {replicas} replica(s), "
-              f"global batch {run_trainer.global_batch}, save dir {save_dir}", flush=True)
-        run_trainer.train(allow_changes=F.allow_changed_hparams)
-        if F.export_at_end and run_trainer.chief:
-            from pixel_cnn_pp.runtime.export import export_run
-            path = export_run(save_dir, skip_if_current=True)
-            print(f"SavedModel (TF Serving) of the EMA weights: {path}")
-        return
-
-    if tf1:
-        from pixel_cnn_pp.runtime import tf1_checkpoint
-        with strategy.scope():
-            model = tf1_checkpoint.load_model(config.init_from_tf1_checkpoint,
-                                              dataset.image_shape[:2], config.tf1_weights,
-                                              config.model_options["resnet_nonlinearity"])
-        source = f"{config.tf1_weights} weights of {F.init_from_tf1_checkpoint}"
-    else:
-        loaded = runs.load_run(save_dir, weights="ema", strategy=strategy)
-        model, source = loaded.model, f"EMA weights of {loaded.checkpoint_path}"
-    if model.num_classes and model.num_classes != dataset.num_classes:
-        raise ConfigError(f"the model has {model.num_classes} classes; --dataset={dataset.name} "
-                          f"has {dataset.num_classes}")
-    if F.mode == "eval":
-        trainer.check_data_fits(model, dataset, config.batch_size * replicas)
-        split = dataset.test if F.eval_split == "test" else dataset.train
-        bpd = trainer.evaluate(model, split, strategy, config.batch_size * replicas,
-                               F.eval_split)
-        print(f"{F.eval_split} bits/dim ({source}): {bpd:.5f}")
-    else:
-        images = model.sample(config.num_samples, config.seed,
-                              trainer.sample_labels(model, config.num_samples))
-        path = samples.write(save_dir, images, f"samples_seed_{config.seed}")
-        print(f"wrote {len(images)} samples to {path} and .npy")
 
 
 if __name__ == "__main__":

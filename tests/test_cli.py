@@ -32,6 +32,49 @@ def test_bad_flags_fail_with_one_line(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
+def run_export(args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, str(REPO / "export.py"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_old_flag_spellings_warn_and_still_work(tmp_path):
+    # Each old spelling takes the new flag's place: the errors are those of the new flag.
+    result = run_train(["--mode=eval", f"--save_dir={tmp_path / 'run'}",
+                        "--init_from_tf1_checkpoint=/nonexistent/params.ckpt"])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0
+    assert "train.py: warning: --init_from_tf1_checkpoint is deprecated; use --tf1_checkpoint" \
+        in lines
+    assert lines[-1].startswith("train.py: error: no TF1 checkpoint at '/nonexistent/params.ckpt'")
+    result = run_export(["--from_tf1_checkpoint=/nonexistent/params.ckpt"])
+    assert result.stderr.strip().splitlines() == [
+        "export.py: warning: --from_tf1_checkpoint is deprecated; use --tf1_checkpoint",
+        "export.py: error: --export_dir is required with --tf1_checkpoint"]
+    result = run_export(["--checkpoint_dir=runs/a", "--save_dir=runs/b"])
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "export.py: error: --checkpoint_dir='runs/a' and --save_dir='runs/b' disagree "
+        "(--checkpoint_dir is the old spelling of --save_dir); give --save_dir only")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_json_with_the_old_field_name_is_the_same_run():
+    """run.json files name TrainConfig's tf1_checkpoint "init_from_tf1_checkpoint"."""
+    import dataclasses
+
+    from pixel_cnn_pp.runtime import runs
+    from pixel_cnn_pp.runtime.config import TrainConfig
+    new = {"model": "pixel_cnn_pp", "image_shape": [8, 8, 1], "num_classes": None,
+           "dataset": "digits", "binarize": False, "model_options": {"nr_filters": 8},
+           "train_config": dataclasses.asdict(TrainConfig(tf1_checkpoint="params.ckpt"))}
+    old = json.loads(json.dumps(new))
+    old["train_config"]["init_from_tf1_checkpoint"] = old["train_config"].pop("tf1_checkpoint")
+    assert runs.run_differences(old, new) == []
+    old["train_config"]["seed"] = 2  # the comparison still sees the fields that matter
+    assert runs.run_differences(old, new) == [("seed", 2, 1)]
+
+
 def test_save_dir_of_another_model_is_refused_and_kept(tmp_path):
     save = f"--save_dir={tmp_path}"
     assert run_train(TINY_FLAGS + ["--max_epochs=1", save]).returncode == 0

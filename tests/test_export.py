@@ -14,6 +14,7 @@ from keras import ops
 from tensorflow.core.protobuf import saved_model_pb2
 
 from pixel_cnn_pp.errors import ExportError
+from pixel_cnn_pp.runtime import hardware
 from pixel_cnn_pp.runtime.export import describe, export_model, next_version
 from conftest import REPO, random_images, small_pixelcnn
 from test_training import TINY_FLAGS, run_train
@@ -52,6 +53,7 @@ def test_layout_and_metadata(exported):
     model = exported["plain"][0]
     assert meta["config"] == json.loads(json.dumps(model.get_config()))  # the model's own
     assert meta["model"] == "PixelCNNpp" and meta["num_classes"] is None
+    assert meta["kernel_settings"] == hardware.kernel_settings()  # what it was exported under
     assert not [d for d in os.listdir(os.path.dirname(path)) if d.startswith(".tmp")]
 
 

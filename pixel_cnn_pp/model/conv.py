@@ -1,5 +1,5 @@
 """The stride-1 VALID convolution of the weight-normalised layers, with its filter gradient
-written as matrix products (#15: on AVX2 CPUs, TensorFlow's Conv2DBackpropFilter was the
+optionally written as matrix products (on AVX2 CPUs, TensorFlow's Conv2DBackpropFilter was the
 largest single cost of a training step; `bench/conv_filter_grad.py` times the two).
 
 The value and the input gradient are the backend's own (`ops.conv`, `ops.conv_transpose`); only
@@ -15,52 +15,24 @@ row or image. The earlier form, a zero-padded copy of dy per offset, had the sam
 paper-configuration training step is 3% faster without the copies (time ratios 0.94, 0.98 and
 0.97 in three runs of 5 alternating pairs, bench/RESULTS.md).
 """
-import functools
-
-import keras
 from keras import ops
 
-# "products": the sum above; "backend": the backend's own gradient; "auto": products when the
-# backend sees no GPU or TPU and the CPU has AVX2 but not AVX-512. Read at trace time. Measured
-# (bench/RESULTS.md): on a 2-core AVX2 CPU the products made a step 1.1x faster; on a 2-core
-# AVX-512 CPU oneDNN's Conv2DBackpropFilter runs at the forward convolution's speed and the
-# products do not beat it; on an H100 they ran at 0.85x cuDNN's speed.
-FILTER_GRADIENT = "auto"
-_CHOICES = ("auto", "products", "backend")
+from pixel_cnn_pp.errors import ConfigError
+
+# The filter gradient of `valid_conv`, read when a gradient is traced: "backend" (the backend's
+# own) or "products" (the sum above). This package does not look at the machine: the CLIs and
+# benchmarks set it for theirs (`pixel_cnn_pp.runtime.hardware.choose_filter_gradient`).
+DEFAULT_FILTER_GRADIENT = "backend"
+FILTER_GRADIENT = DEFAULT_FILTER_GRADIENT
+FILTER_GRADIENTS = ("backend", "products")
 
 
-def products_on_this_machine():
-    """Whether `valid_conv` uses the matrix-product filter gradient here."""
-    if FILTER_GRADIENT not in _CHOICES:
-        raise ValueError(f"conv.FILTER_GRADIENT={FILTER_GRADIENT!r} is not one of {_CHOICES}")
-    if FILTER_GRADIENT != "auto":
-        return FILTER_GRADIENT == "products"
-    return _cpus_only() and avx2_without_avx512()
-
-
-def avx2_without_avx512(cpuinfo="/proc/cpuinfo"):
-    """Whether the CPU's flags (Linux's `cpuinfo`) name avx2 and not avx512f; False where they
-    cannot be read (other systems, other architectures: the backend's gradient is kept)."""
-    flags = cpu_flags(cpuinfo)
-    return "avx2" in flags and "avx512f" not in flags
-
-
-@functools.cache
-def cpu_flags(cpuinfo="/proc/cpuinfo"):
-    """The first CPU's feature flags from Linux's `cpuinfo`, as a frozenset; empty where they
-    cannot be read (other systems; arm64's line is named "Features")."""
-    try:
-        with open(cpuinfo) as f:
-            return frozenset(next((line.split(":", 1)[1].split() for line in f
-                                   if line.startswith("flags")), []))
-    except OSError:
-        return frozenset()
-
-
-@functools.cache
-def _cpus_only():
-    # Once per process: the devices a backend sees do not change after it starts.
-    return all(d.split(":")[0].lower() == "cpu" for d in keras.distribution.list_devices())
+def filter_gradient():
+    """`FILTER_GRADIENT`, checked."""
+    if FILTER_GRADIENT not in FILTER_GRADIENTS:
+        raise ConfigError(f"conv.FILTER_GRADIENT={FILTER_GRADIENT!r} is not one of "
+                          f"{', '.join(FILTER_GRADIENTS)}")
+    return FILTER_GRADIENT
 
 
 def _filter_gradient(x, dy, kernel_shape):
@@ -87,7 +59,7 @@ def _filter_gradient(x, dy, kernel_shape):
 def valid_conv(x, kernel):
     """ops.conv(x, kernel, strides=1, padding="valid"): (B, H + kh - 1, W + kw - 1, C_in) and
     (kh, kw, C_in, C_out) -> (B, H, W, C_out)."""
-    if not products_on_this_machine():
+    if filter_gradient() == "backend":
         return ops.conv(x, kernel, strides=1, padding="valid")
     return _valid_conv(x, kernel)
 

@@ -1,1 +1,3 @@
-"""TensorFlow-only code shared by every model: training, data, checkpoints, export, TF1 loading."""
+"""The TensorFlow side shared by every model: training, data, checkpoints, export, TF1 loading.
+Two modules import no TensorFlow: `hardware` (it acts before TensorFlow starts) and `config`
+(the JAX benchmark reads it)."""

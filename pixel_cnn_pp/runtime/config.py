@@ -1,6 +1,6 @@
 """The settings of a training run: `TrainConfig` (checked when it is made), the named datasets'
 image shapes, and the flat {flag: value} settings of presets and flags turned into a config.
-No TensorFlow here: the JAX benchmark reads presets through it."""
+Settings only, with no TensorFlow import: the JAX benchmark reads presets through it too."""
 import dataclasses
 import math
 
@@ -32,7 +32,7 @@ class TrainConfig:
     num_samples: int = 16  # per sample grid at each checkpoint; 0: no grids
     seed: int = 1
     jit_compile: bool = False  # XLA for the forward + backward of a training step
-    init_from_tf1_checkpoint: str = ""  # start from an original TF1 checkpoint instead of DDI
+    tf1_checkpoint: str = ""  # start from an original TF1 checkpoint instead of DDI
     tf1_weights: str = "ema"  # its Polyak shadows ("ema") or raw weights ("raw")
 
     def __post_init__(self):

@@ -9,13 +9,15 @@ renamed at the end. Signatures (only core TensorFlow ops, no Python callbacks):
   images uint8 (num_samples, H, W, C); the same seed gives the same images.
 
 `assets.extra/metadata.json` describes the model (kind, hyper-parameters, image shape, training
-step) for tools that do not import this project; `assets.extra/tf_serving_warmup_requests` is
+step) and the kernel settings it was exported under (`hardware.kernel_settings`: a serving
+process under the same ones samples the same images) for tools that do not import this project; `assets.extra/tf_serving_warmup_requests` is
 written when tensorflow-serving-api is installed.
 """
 import json
 import math
 import os
 import re
+import shlex
 import shutil
 import tempfile
 
@@ -23,7 +25,7 @@ import tensorflow as tf
 
 from pixel_cnn_pp.errors import ExportError
 from pixel_cnn_pp.model.autoregressive import images_to_float
-from pixel_cnn_pp.runtime import atomic, runs
+from pixel_cnn_pp.runtime import atomic, hardware, runs
 from pixel_cnn_pp.runtime.graph_sampler import sample_images
 
 METADATA_FILE = os.path.join("assets.extra", "metadata.json")
@@ -163,7 +165,7 @@ def export_model(model, export_dir, version=None, overwrite=False, metadata=None
         meta = {"model": type(model).__name__, "config": model.get_config(),
                 "image_shape": list(model.image_shape), "num_classes": model.num_classes,
                 "signatures": ["serving_default", "sample"], "max_samples": int(max_samples),
-                **(metadata or {})}
+                "kernel_settings": hardware.kernel_settings(), **(metadata or {})}
         atomic.write_json(os.path.join(tmp, METADATA_FILE), meta)
         _write_warmup(model, os.path.join(tmp, WARMUP_FILE))
         atomic.replace_dir(tmp, final)
@@ -221,10 +223,10 @@ def export_tf1_checkpoint(path, export_dir, version=None, overwrite=False, image
                          max_samples=DEFAULT_MAX_SAMPLES):
     """Export an original TF1 checkpoint (openai/pixel-cnn, pixelsnail-public) directly."""
     from pixel_cnn_pp.runtime import tf1_checkpoint
-    model = tf1_checkpoint.load_model(path, image_size, weights, resnet_nonlinearity)
+    ckpt = tf1_checkpoint.read(path)
+    model = tf1_checkpoint.load_model(ckpt, image_size, weights, resnet_nonlinearity)
     # build_model names a model after its registered kind ("pixel_cnn_pp", "pixel_snail").
-    metadata = {"kind": model.name,
-                "source": f"tf1 checkpoint {tf1_checkpoint.resolve_path(path)}",
+    metadata = {"kind": model.name, "source": f"tf1 checkpoint {ckpt.path}",
                 "training_step": None,
                 "weights": "polyak_average" if weights == "ema" else "raw"}
     return export_model(model, export_dir, version, overwrite, metadata, max_samples)
@@ -232,5 +234,30 @@ def export_tf1_checkpoint(path, export_dir, version=None, overwrite=False, image
 
 def describe(path):
     """The metadata.json of an export, as a dict (readable with any JSON reader)."""
+    if not tf.io.gfile.exists(os.path.join(path, METADATA_FILE)):
+        raise ExportError(f"{path!r} is not an export version of this project "
+                          f"({METADATA_FILE} missing)")
     with tf.io.gfile.GFile(os.path.join(path, METADATA_FILE)) as f:
         return json.load(f)
+
+
+def serving_command(path, meta):
+    """A TF Serving command line for the export version `path` (its metadata `meta`) under the
+    kernel settings it was exported with, so that it samples the images the exporting process
+    did; none are prefixed for an export that did not record them."""
+    environment = hardware.serving_environment(meta.get("kernel_settings") or {})
+    base = os.path.dirname(os.path.abspath(path.rstrip("/")))
+    return " ".join([*environment, "tensorflow_model_server",
+                     f"--model_name={shlex.quote(str(meta.get('kind', 'model')))}",
+                     f"--model_base_path={shlex.quote(base)}", "--rest_api_port=8501"])
+
+
+def describe_lines(path):
+    """What `export.py --describe` prints: the metadata, as JSON, and how to serve the export
+    under the kernel settings it was exported with."""
+    meta = describe(path)
+    environment = hardware.serving_environment(meta.get("kernel_settings") or {})
+    how = (f"serve it with {' '.join(environment)} in the environment (set before TensorFlow "
+           "starts) to run the kernels it was exported with, e.g.:" if environment else
+           "it records no kernel settings; serve it with, e.g.:")
+    return [json.dumps(meta, indent=2, sort_keys=True), how, "  " + serving_command(path, meta)]

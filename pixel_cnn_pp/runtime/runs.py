@@ -31,7 +31,9 @@ LOCK_FILE = ".lock"
 WEIGHTS = ("ema", "raw")
 # TrainConfig fields a resumed run may change freely: they do not change what is trained.
 FREE_TO_CHANGE = ("max_epochs", "save_interval", "num_samples", "jit_compile", "init_batch_size",
-                  "init_from_tf1_checkpoint", "tf1_weights")
+                  "tf1_checkpoint", "tf1_weights")
+# run.json files written before tf1_checkpoint was named so hold "init_from_tf1_checkpoint"
+# instead: free to change too, so it is never compared and those runs resume as they are.
 
 
 def checkpoint(model, shadows, optimizer=None, epoch=None):
@@ -220,13 +222,14 @@ class RunLock:
         return False
 
 
-def load_run(save_dir, weights="ema", strategy=None, log=print):
+def load_run(save_dir, weights="ema", strategy=None, log=print, run=None):
     """The model of a training run with the weights of its newest readable checkpoint: the
     Polyak averages (`weights="ema"`, what the original evaluates and samples with) or the raw
-    ones. Built inside `strategy.scope()` if given, for distributed evaluation."""
+    ones. Built inside `strategy.scope()` if given, for distributed evaluation. `run`: the
+    run.json already read (`read_run`), else it is read here."""
     if weights not in WEIGHTS:
         raise CheckpointError(f"weights={weights!r} is not one of {WEIGHTS}")
-    run = read_run(save_dir)
+    run = read_run(save_dir) if run is None else run
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_run_model(run)
         model.build_all()

@@ -148,6 +148,18 @@ def check_hyperparameters(inferred, given):
                               + "; drop them to use the checkpoint's")
 
 
+def with_architecture(settings, inferred, given):
+    """Run settings {flag: value} with the architecture of a checkpoint (`infer_hyperparameters`)
+    in place of theirs; `given` {flag: value}: those set explicitly (by a flag or a preset),
+    which must agree with it. relu is kept where given (shapes cannot tell it from elu)."""
+    check_hyperparameters(inferred, given)
+    architecture = dict(inferred["options"])
+    if settings.get("resnet_nonlinearity") == "relu":
+        architecture["resnet_nonlinearity"] = "relu"
+    return dict(settings, **architecture, model=inferred["model"],
+                class_conditional=inferred["num_classes"] is not None)
+
+
 def _listing(items, limit=4):
     items = list(items)
     more = f", +{len(items) - limit} more" if len(items) > limit else ""
@@ -204,8 +216,9 @@ def model_for(inferred, image_size=(32, 32), resnet_nonlinearity=None, **options
 
 
 def load_model(path, image_size=(32, 32), weights="ema", resnet_nonlinearity=None):
-    """The Keras model of an original checkpoint with its EMA (or raw) weights."""
-    ckpt = read(path)
+    """The Keras model of an original checkpoint with its EMA (or raw) weights. `path`: a
+    prefix or folder, or a `Tf1Checkpoint` already read."""
+    ckpt = path if isinstance(path, Tf1Checkpoint) else read(path)
     model = model_for(infer_hyperparameters(ckpt), image_size, resnet_nonlinearity,
                       dropout_p=0.0)
     assign(model, ckpt, weights)

@@ -18,11 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from pixel_cnn_pp.errors import CheckpointError, ConfigError, DataError, TrainingError
-from pixel_cnn_pp.model import conv
 from pixel_cnn_pp.model.autoregressive import images_to_float
 from pixel_cnn_pp.model.registry import build_model
 from pixel_cnn_pp.model.train_step import TrainStep
 from pixel_cnn_pp.runtime import atomic, runs, samples
+from pixel_cnn_pp.runtime.hardware import bfloat16_hint
 from pixel_cnn_pp.runtime import data as data_lib
 from pixel_cnn_pp.runtime.distribute import is_chief
 
@@ -61,17 +61,6 @@ def evaluate(model, split, strategy, global_batch, name="test"):
     return bits_per_dim(model, total, count)
 
 
-def bfloat16_hint(policy, devices, cpuinfo="/proc/cpuinfo"):
-    """One line for a float32 run on CPUs whose AMX multiplies bfloat16 (a step 2.2x faster with
-    --mixed_precision=mixed_bfloat16 on a 2-core Xeon, bench/RESULTS.md), else None. A hint, not
-    a default: bfloat16 is not the original's arithmetic."""
-    on_cpus = all("CPU" in d.upper().rsplit("/", 1)[-1] for d in devices)
-    if policy != "float32" or not on_cpus or "amx_bf16" not in conv.cpu_flags(cpuinfo):
-        return None
-    return ("this CPU has AMX: --mixed_precision=mixed_bfloat16 trains about 2x faster here "
-            "(bfloat16 products, float32 variables and loss; not the original's arithmetic)")
-
-
 def check_data_fits(model, dataset, global_batch, init_batch_size=None):
     """Refuse, before any work, data that a run cannot use: a split smaller than one global
     batch (the last partial batch is dropped, so nothing would be evaluated), an init batch
@@ -99,14 +88,17 @@ def sample_labels(model, num_samples):
 
 
 class Trainer:
-    """Owns the model, its training step (Adam, Polyak average) and the save dir of one run."""
+    """Owns the model, its training step (Adam, Polyak average) and the save dir of one run.
+    `tf1`: the `tf1_checkpoint.Tf1Checkpoint` of `config.tf1_checkpoint` where the caller has
+    read it already (else it is read when a fresh run loads it)."""
 
-    def __init__(self, config, dataset, strategy, save_dir, log=print):
+    def __init__(self, config, dataset, strategy, save_dir, log=print, tf1=None):
         self.config = config
         self.data = dataset
         self.strategy = strategy
         self.save_dir = save_dir
         self.log = log
+        self.tf1 = tf1
         self.chief = is_chief(strategy)
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = config.batch_size * self.replicas
@@ -166,7 +158,7 @@ class Trainer:
 
     def restore_or_initialize(self):
         """Resume from the newest readable checkpoint, or start a fresh run: from the weights
-        of `config.init_from_tf1_checkpoint`, else with data-dependent init. A save dir whose
+        of `config.tf1_checkpoint`, else with data-dependent init. A save dir whose
         checkpoints are all unreadable is refused, never started afresh."""
         ckpt_dir = self.ckpt_dir
         if self.chief:
@@ -179,7 +171,7 @@ class Trainer:
             self.log(f"resumed from {restored}: step {int(self.optimizer.iterations.numpy())}, "
                      f"epoch {int(self.epoch.numpy())}")
             return True
-        if self.config.init_from_tf1_checkpoint:
+        if self.config.tf1_checkpoint:
             self.load_tf1()
             return False
         images, labels = next(iter(data_lib.batches(
@@ -190,10 +182,11 @@ class Trainer:
         return False
 
     def load_tf1(self):
-        """Weights of the original TF1 checkpoint `config.init_from_tf1_checkpoint`; the Polyak
-        average restarts from them."""
+        """Weights of the original TF1 checkpoint `config.tf1_checkpoint`; the Polyak average
+        restarts from them."""
         from pixel_cnn_pp.runtime import tf1_checkpoint
-        ckpt = tf1_checkpoint.read(self.config.init_from_tf1_checkpoint)
+        ckpt = self.tf1 if self.tf1 is not None else tf1_checkpoint.read(self.config.tf1_checkpoint)
+        self.tf1 = None  # its arrays are not needed again
         tf1_checkpoint.assign(self.model, ckpt, self.config.tf1_weights)
         self.ema.reset()
         self.log(f"loaded the {self.config.tf1_weights} weights of TF1 checkpoint {ckpt.path}")

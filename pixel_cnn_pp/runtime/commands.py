@@ -1,0 +1,157 @@
+"""What train.py does, one function per mode: `train` a run, `evaluate` or `sample` a trained
+model (a run's EMA weights, or a checkpoint of the original TF1 code); `run` dispatches.
+
+Each input file is read once and what was read is passed on: run.json (`runs.read_run`) to
+`runs.load_run`, a TF1 checkpoint (`tf1_checkpoint.read`, by the caller that took the
+architecture from it) to the model or the trainer that loads its weights.
+"""
+import dataclasses
+import os
+
+import keras
+
+from pixel_cnn_pp.errors import CheckpointError, ConfigError
+from pixel_cnn_pp.runtime import atomic, data, distribute, runs, samples, tf1_checkpoint, trainer
+
+MODES = ("train", "eval", "sample")
+SPLITS = ("test", "train")
+
+
+@dataclasses.dataclass
+class Options:
+    """Where and how to run, besides the run's settings (a TrainConfig); train.py's flags of
+    the same names."""
+    mode: str = "train"
+    save_dir: str = ""
+    dataset: str = "digits"
+    binarize: bool = False
+    data_dir: str = None
+    tfds_data_dir: str = None
+    strategy: str = "mirrored"
+    cpu_replicas: int = 0  # 0: the strategy's own devices
+    global_batch_size: int = 0  # 0: --batch_size per replica
+    eval_split: str = "test"
+    allow_changed_hparams: bool = False
+    export_at_end: bool = True
+
+    def __post_init__(self):
+        for name, choices in (("mode", MODES), ("eval_split", SPLITS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"--{name}={getattr(self, name)!r} is not one of "
+                                  f"{', '.join(choices)}")
+        for name in ("global_batch_size", "cpu_replicas"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name}={getattr(self, name)} must be >= 0")
+
+
+@dataclasses.dataclass
+class Setup:
+    """What every mode starts from: the strategy, the global batch, the data."""
+    strategy: object
+    global_batch: int
+    dataset: object
+
+
+def run(config, options, tf1=None, log=print):
+    """Do `options.mode` with `config` (a TrainConfig). `tf1`: the `Tf1Checkpoint` of
+    `config.tf1_checkpoint`, read by the caller (None: read here where needed). Returns the
+    mode's result: the last test bits/dim, the evaluated bits/dim, or the sample grid's path."""
+    if options.mode == "sample" and config.num_samples < 1:
+        raise ConfigError(f"--num_samples={config.num_samples} must be >= 1 with --mode=sample")
+    if config.tf1_checkpoint and tf1 is None:
+        tf1 = tf1_checkpoint.read(config.tf1_checkpoint)
+    if options.mode != "eval":  # training and sampling write into it
+        atomic.check_writable_dir(options.save_dir, "save_dir", CheckpointError)
+    strategy = _strategy(options)
+    replicas = strategy.num_replicas_in_sync
+    if options.global_batch_size:
+        if options.global_batch_size % replicas:
+            raise ConfigError(f"--global_batch_size={options.global_batch_size} cannot be split "
+                              f"evenly over {replicas} replicas")
+        config.batch_size = options.global_batch_size // replicas
+    keras.utils.set_random_seed(config.seed)  # weights, dropout: a rerun is identical
+    if options.mode == "train":
+        setup = Setup(strategy, config.batch_size * replicas, _dataset(options, tf1))
+        return train(config, options, setup, tf1, log)
+    run_json = None if tf1 else runs.read_run(options.save_dir)
+    if run_json:  # the model's own data, whatever the flags say
+        options = dataclasses.replace(options, dataset=run_json["dataset"],
+                                      binarize=run_json["binarize"])
+    setup = Setup(strategy, config.batch_size * replicas, _dataset(options, tf1))
+    model, source = trained_model(config, options, setup, tf1, run_json)
+    if options.mode == "eval":
+        return evaluate(model, options, setup, source, log)
+    return sample(model, config, options, log)
+
+
+def _strategy(options):
+    devices = distribute.split_cpu(options.cpu_replicas) if options.cpu_replicas else None
+    return distribute.make_strategy(options.strategy, devices)
+
+
+def _dataset(options, tf1):
+    dataset = data.load(options.dataset, options.data_dir, options.tfds_data_dir,
+                        options.binarize)
+    if tf1 is not None:
+        channels = tf1_checkpoint.infer_hyperparameters(tf1)["image_channels"]
+        if channels != dataset.image_shape[-1]:
+            raise ConfigError(f"{tf1.path!r} models {channels}-channel images; "
+                              f"--dataset={dataset.name} has shape {dataset.image_shape}")
+    return dataset
+
+
+def train(config, options, setup, tf1=None, log=print):
+    """Train (or resume) the run in `options.save_dir`; with `options.export_at_end`, export
+    its EMA weights. Returns the last test bits/dim."""
+    run_trainer = trainer.Trainer(config, setup.dataset, setup.strategy, options.save_dir,
+                                  log=log, tf1=tf1)
+    dataset = setup.dataset
+    log(f"{config.model} on {dataset.name} {dataset.image_shape}: "
+        f"{run_trainer.model.count_params():,} parameters, "
+        f"{setup.strategy.num_replicas_in_sync} replica(s), global batch "
+        f"{run_trainer.global_batch}, save dir {options.save_dir}")
+    test_bpd = run_trainer.train(allow_changes=options.allow_changed_hparams)
+    if options.export_at_end and run_trainer.chief:
+        from pixel_cnn_pp.runtime.export import export_run
+        path = export_run(options.save_dir, skip_if_current=True)
+        log(f"SavedModel (TF Serving) of the EMA weights: {path}")
+    return test_bpd
+
+
+def trained_model(config, options, setup, tf1=None, run_json=None):
+    """(model, where its weights come from) in the strategy's scope: the `config.tf1_weights`
+    of a TF1 checkpoint, else the EMA weights of the run in `options.save_dir` (`run_json`: its
+    run.json, read by the caller)."""
+    if tf1 is not None:
+        with setup.strategy.scope():
+            model = tf1_checkpoint.load_model(tf1, setup.dataset.image_shape[:2],
+                                              config.tf1_weights,
+                                              config.model_options["resnet_nonlinearity"])
+        source = f"{config.tf1_weights} weights of {config.tf1_checkpoint}"
+    else:
+        loaded = runs.load_run(options.save_dir, weights="ema", strategy=setup.strategy,
+                               run=run_json)
+        model, source = loaded.model, f"EMA weights of {loaded.checkpoint_path}"
+    if model.num_classes and model.num_classes != setup.dataset.num_classes:
+        raise ConfigError(f"the model has {model.num_classes} classes; "
+                          f"--dataset={setup.dataset.name} has {setup.dataset.num_classes}")
+    return model, source
+
+
+def evaluate(model, options, setup, source, log=print):
+    """Bits/dim of `options.eval_split` (dropout off, the last partial batch dropped)."""
+    trainer.check_data_fits(model, setup.dataset, setup.global_batch)
+    split = setup.dataset.test if options.eval_split == "test" else setup.dataset.train
+    bpd = trainer.evaluate(model, split, setup.strategy, setup.global_batch, options.eval_split)
+    log(f"{options.eval_split} bits/dim ({source}): {bpd:.5f}")
+    return bpd
+
+
+def sample(model, config, options, log=print):
+    """`config.num_samples` images with `config.seed`, written to <save_dir>/samples/
+    samples_seed_<seed>.png and .npy; returns the PNG's path."""
+    images = model.sample(config.num_samples, config.seed,
+                          trainer.sample_labels(model, config.num_samples))
+    path = samples.write(options.save_dir, images, f"samples_seed_{config.seed}")
+    log(f"wrote {len(images)} samples to {path} and .npy")
+    return path
