@@ -1,33 +1,21 @@
 """Causal attention and positional channels of PixelSNAIL, in `keras.ops` only (no `tf.*`), so
 the same code runs on the TensorFlow and JAX backends.
 
-Ports `nn.get_causal_mask` and `nn.causal_attention` (neocxi/pixelsnail-public
-`pixel_cnn_pp/nn.py`) with `downsample=1` and `use_pos_enc=False`, the only settings of the
-published `h12_noup_smallkey` spec; the max-pooled (`downsample > 1`) variant is not ported.
+Ports `nn.causal_attention` (neocxi/pixelsnail-public `pixel_cnn_pp/nn.py`) with
+`downsample=1` and `use_pos_enc=False`, the only settings of the published `h12_noup_smallkey`
+spec; the max-pooled (`downsample > 1`) variant is not ported. Its `nn.get_causal_mask` is
+`causal_mask`, kept with the pass contexts, whose `history` says what each query sees.
 """
-import functools
+import itertools
 import math
 
 import numpy as np
 from keras import ops
 
-from pixel_cnn_pp.model.passes import FULL
+from pixel_cnn_pp.model.passes import FULL, causal_mask
 
 MASK_PENALTY = 1e10  # subtracted from the scores of invisible positions
 DENOMINATOR_EPSILON = 1e-6  # rows sum to slightly less than 1; the first row is exactly 0
-
-
-@functools.lru_cache(maxsize=32)
-def causal_mask(n):
-    """Ports `nn.get_causal_mask(n, rate=1)`: (n, n) float32, mask[i, j] = 1 iff j < i.
-
-    Strictly lower-triangular: a pixel never attends to itself, which is what makes it safe that
-    the keys and values see the raw current pixel x. Cached and read-only, as the original caches
-    it with `lru_cache`.
-    """
-    mask = np.tril(np.ones((n, n), np.float32), k=-1)
-    mask.setflags(write=False)
-    return mask
 
 
 def _flatten(t):
@@ -45,15 +33,18 @@ def causal_attention_weights(key, query):
     The 1/sqrt(d) comes after the max subtraction and the mask is applied again after exp, so
     the first row (nothing visible) is exactly 0 rather than NaN.
     """
-    d = key.shape[-1]
-    if query.shape[-1] != d:
-        raise ValueError(f"key and query must have the same channels, got {d} and "
+    _check(key, query)
+    q, k = _flatten(query), _flatten(key)
+    return _weights(q, k, ops.convert_to_tensor(causal_mask(q.shape[1]), dtype=q.dtype))
+
+
+def _check(key, query):
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(f"key and query must have the same channels, got {key.shape[-1]} and "
                          f"{query.shape[-1]}")
     if tuple(query.shape[1:-1]) != tuple(key.shape[1:-1]):
         raise ValueError("causal_attention is ported with downsample=1 only: key and query "
                          f"must share the spatial shape, got {key.shape} and {query.shape}")
-    q, k = _flatten(query), _flatten(key)
-    return _weights(q, k, ops.convert_to_tensor(causal_mask(q.shape[1]), dtype=q.dtype))
 
 
 def _weights(q, k, mask):
@@ -71,22 +62,26 @@ def causal_attention(key, mixin, query, ctx=FULL, owner=None):
     -> (B, H, W, d_v) = P @ V with P from `causal_attention_weights`. Single head, no output
     projection, no dropout; pixel (0, 0) gets exactly 0.
 
-    On a sampler's pixel step (`ctx.position` is (i, j)) every tensor is one position
-    (B, 1, 1, .): the query of (i, j) against the keys and values of every pixel before it,
-    kept by `ctx.history` under `owner`, with the same mask, penalty and normalisation.
+    `ctx.history` gives the keys and values that the queries see: on the whole map every
+    position's, with the causal mask; on a sampler's pixel step (every tensor one position,
+    B, 1, 1, .) those of every pixel before (i, j), kept under `owner`, with the mask of the
+    positions written so far. The same penalty and normalisation either way.
     """
-    if ctx.position is None:
-        probs = causal_attention_weights(key, query)
-        mixed = ops.matmul(probs, _flatten(mixin))
-        return ops.reshape(mixed, (-1, *query.shape[1:-1], mixin.shape[-1]))
+    _check(key, query)
     keys, values, visible = ctx.history(owner, key, mixin)
     probs = _weights(_flatten(query), keys, visible)
-    mixed, start = 0.0, 0
-    for part in values:  # P @ V over the key positions, one table of values at a time
-        size = part.shape[1]
-        mixed = mixed + ops.matmul(probs[:, :, start:start + size], part)
-        start += size
-    return ops.reshape(mixed, (-1, 1, 1, mixin.shape[-1]))
+    return ops.reshape(_mix(probs, values), (-1, *query.shape[1:-1], mixin.shape[-1]))
+
+
+def _mix(probs, values):
+    """P @ V: probs (B, N_q, M) and values [(B, M_k, d_v)] that split M -> (B, N_q, d_v), one
+    product per table of values (the probabilities sliced only where there are several)."""
+    if len(values) == 1:
+        return ops.matmul(probs, values[0])
+    bounds = list(itertools.accumulate([0] + [part.shape[1] for part in values]))
+    terms = [ops.matmul(probs[:, :, a:b], part)
+             for a, b, part in zip(bounds, bounds[1:], values)]
+    return sum(terms[1:], terms[0])
 
 
 def positional_background(x, ctx=FULL):

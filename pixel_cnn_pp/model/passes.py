@@ -10,6 +10,9 @@ a layer's padding, shift, resolution level or attention history is:
 
 `Pass` below is also the list of what a context answers; the step contexts override it.
 """
+import functools
+
+import numpy as np
 from keras import ops
 
 from pixel_cnn_pp.model.ops import down_shift, right_shift
@@ -64,6 +67,29 @@ class Pass:
         """The inputs of the attention keys and values (x, ul, background), as given."""
         return tensors
 
+    def history(self, owner, key, mixin):
+        """What the queries of `owner`'s attention attend to: key (B, H, W, d) and mixin (the
+        values, B, H, W, d_v) -> keys (B, M, d), values [(B, M_k, d_v)] that split M, and the
+        mask (N_q, M), 1 where a query sees a key. Here every position in raster order
+        (M = N_q = H * W), each query seeing those before it (`causal_mask`)."""
+        n = int(np.prod(key.shape[1:-1]))
+        keys, values = (ops.reshape(t, (-1, n, t.shape[-1])) for t in (key, mixin))
+        return keys, [values], ops.convert_to_tensor(causal_mask(n), dtype=key.dtype)
+
 
 FULL = Pass()
 INIT = Pass(init=True)
+
+
+@functools.lru_cache(maxsize=32)
+def causal_mask(n):
+    """Ports PixelSNAIL's `nn.get_causal_mask(n, rate=1)` (neocxi/pixelsnail-public
+    `pixel_cnn_pp/nn.py`): (n, n) float32, mask[i, j] = 1 iff j < i.
+
+    Strictly lower-triangular: a pixel never attends to itself, which is what makes it safe that
+    the keys and values see the raw current pixel x. Cached and read-only, as the original caches
+    it with `lru_cache`.
+    """
+    mask = np.tril(np.ones((n, n), np.float32), k=-1)
+    mask.setflags(write=False)
+    return mask
