@@ -6,7 +6,6 @@ Each input file is read once and what was read is passed on: run.json (`runs.rea
 architecture from it) to the model or the trainer that loads its weights.
 """
 import dataclasses
-import os
 
 import keras
 

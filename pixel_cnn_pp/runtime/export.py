@@ -10,8 +10,9 @@ renamed at the end. Signatures (only core TensorFlow ops, no Python callbacks):
 
 `assets.extra/metadata.json` describes the model (kind, hyper-parameters, image shape, training
 step) and the kernel settings it was exported under (`hardware.kernel_settings`: a serving
-process under the same ones samples the same images) for tools that do not import this project; `assets.extra/tf_serving_warmup_requests` is
-written when tensorflow-serving-api is installed.
+process under the same ones samples the same images) for tools that do not import this
+project; `assets.extra/tf_serving_warmup_requests` is written when tensorflow-serving-api is
+installed.
 """
 import json
 import math
