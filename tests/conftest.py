@@ -2,12 +2,15 @@
 import json
 import os
 import pathlib
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from processes import TINY_FLAGS, run_train  # noqa: E402
 
 # TensorFlow is imported before pixel_cnn_pp, so in-process tests run TensorFlow's own CPU
 # kernels: with the package's oneDNN default the suite took 27.5 min instead of 23 (one run
@@ -36,6 +39,9 @@ def pytest_collection_modifyitems(items):
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 REPO = pathlib.Path(__file__).parent.parent
+# A train.py run that tests copy (`tiny_run`): checkpoints ckpt-2 and ckpt-4 (two epochs of two
+# steps), no export.
+TINY_RUN = TINY_FLAGS + ["--max_epochs=2", "--save_interval=1", "--steps_per_epoch=2"]
 
 
 def load_fixture(name):
@@ -44,6 +50,23 @@ def load_fixture(name):
     if "meta_json" in out:
         out["meta"] = json.loads(str(out["meta_json"]))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The save dir of one `TINY_RUN` of train.py, trained once per test process; tests that
+    write into a run take `run_dir`, their own copy."""
+    save_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    result = run_train(TINY_RUN + [f"--save_dir={save_dir}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return save_dir
+
+
+@pytest.fixture
+def run_dir(tiny_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -11,37 +11,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, random_images, small_pixelcnn
+from conftest import TINY_RUN as RUN, random_images, small_pixelcnn
 from pixel_cnn_pp.errors import DataError
 from pixel_cnn_pp.runtime import runs
 from pixel_cnn_pp.runtime.export import export_model
-from test_training import TINY_FLAGS, run_train
-
-RUN = TINY_FLAGS + ["--max_epochs=2", "--save_interval=1", "--steps_per_epoch=2"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A run with checkpoints ckpt-2 and ckpt-4 (copied per test)."""
-    save_dir = tmp_path_factory.mktemp("trained") / "run"
-    result = run_train(RUN + [f"--save_dir={save_dir}"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    return save_dir
-
-
-@pytest.fixture
-def run_dir(trained, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
+from processes import in_one_process, last_line, run_train
 
 
 def files(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-def last_line(result):
-    return result.stderr.strip().splitlines()[-1]
 
 
 def ckpt(run_dir, step):
@@ -58,74 +36,163 @@ def damage(run_dir, step, how):
     data.write_bytes(bytes(raw))
 
 
-# -- 3. checkpoints never silently restart -------------------------------------------------
-
-@pytest.mark.parametrize("state", ["deleted", "garbage"])
-def test_a_lost_state_file_resumes_from_the_checkpoints_present(run_dir, state):
+def lose_state(run_dir, how):
     state_file = run_dir / "checkpoints" / "checkpoint"
-    if state == "deleted":
+    if how == "deleted":
         state_file.unlink()
     else:
         state_file.write_text("this is not a checkpoint state {{{")
-    before = files(run_dir / "checkpoints")
-    result = run_train(RUN + ["--max_epochs=3", f"--save_dir={run_dir}"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "rebuilt it from the 2 checkpoint(s) present" in result.stdout
-    assert "resumed from" in result.stdout and "ckpt-4: step 4, epoch 2" in result.stdout
-    assert "data-dependent init" not in result.stdout
-    after = files(run_dir / "checkpoints")
-    assert all(after[name] == content for name, content in before.items()
-               if name.startswith("ckpt-"))  # nothing lost or overwritten
-    assert "ckpt-6.index" in after
 
 
-@pytest.mark.parametrize("how,mode", [("truncate", "eval"), ("flip", "sample"),
-                                      ("flip", "train")])
-def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(run_dir, how, mode):
-    """Training, and the read-only users of a run (eval, sample, export through load_run)."""
-    damage(run_dir, 4, how)
-    args = RUN + ["--max_epochs=3"] if mode == "train" else ["--num_samples=2"]
-    result = run_train(args + [f"--save_dir={run_dir}", f"--mode={mode}"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "ckpt-4 cannot be restored" in result.stdout
-    if mode == "eval":
-        assert "EMA weights of " in result.stdout and "ckpt-2)" in result.stdout
-    if mode == "train":
-        assert "resumed from" in result.stdout and "ckpt-2: step 2, epoch 1" in result.stdout
-        assert ckpt(run_dir, 6).with_suffix(".index").exists()
+# -- 3. checkpoints never silently restart -------------------------------------------------
+
+def test_a_lost_state_file_resumes_from_the_checkpoints_present(tiny_run, tmp_path):
+    """The checkpoint state file deleted, or garbage: the run resumes from the newest
+    checkpoint present (both cases in one process)."""
+    states = ("deleted", "garbage")
+    before = {}
+    for state in states:
+        shutil.copytree(tiny_run, tmp_path / state)
+        lose_state(tmp_path / state, state)
+        before[state] = files(tmp_path / state / "checkpoints")
+    results = in_one_process("train", [RUN + ["--max_epochs=3", f"--save_dir={tmp_path / s}"]
+                                       for s in states])
+    for state, result in zip(states, results):
+        assert result["exit"] == 0, (state, result)
+        out = result["stdout"]
+        assert "rebuilt it from the 2 checkpoint(s) present" in out, state
+        assert "resumed from" in out and "ckpt-4: step 4, epoch 2" in out, state
+        assert "data-dependent init" not in out
+        after = files(tmp_path / state / "checkpoints")
+        assert all(after[name] == content for name, content in before[state].items()
+                   if name.startswith("ckpt-"))  # nothing lost or overwritten
+        assert "ckpt-6.index" in after
 
 
-def test_no_readable_checkpoint_is_refused_not_restarted(run_dir):
-    damage(run_dir, 2, "truncate")
-    damage(run_dir, 4, "truncate")
-    before = files(run_dir)
-    result = run_train(RUN + ["--max_epochs=3", f"--save_dir={run_dir}"])
-    assert result.returncode != 0
-    assert last_line(result).startswith("train.py: error: no readable checkpoint in")
-    assert "ckpt-4" in last_line(result) and "ckpt-2" in last_line(result)
-    assert files(run_dir) == before
+def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(tiny_run, tmp_path):
+    """Training, and the read-only users of a run (eval, sample, export through load_run): one
+    damaged copy of the run each, the three commands in one process."""
+    modes = {"eval": "truncate", "sample": "flip", "train": "flip"}
+    for mode, how in modes.items():
+        shutil.copytree(tiny_run, tmp_path / mode)
+        damage(tmp_path / mode, 4, how)
+    results = dict(zip(modes, in_one_process("train", [
+        (RUN + ["--max_epochs=3"] if mode == "train" else ["--num_samples=2"])
+        + [f"--save_dir={tmp_path / mode}", f"--mode={mode}"] for mode in modes])))
+    for mode, result in results.items():
+        assert result["exit"] == 0, (mode, result)
+        assert "ckpt-4 cannot be restored" in result["stdout"], mode
+    assert "EMA weights of " in results["eval"]["stdout"]
+    assert "ckpt-2)" in results["eval"]["stdout"]
+    assert "resumed from" in results["train"]["stdout"]
+    assert "ckpt-2: step 2, epoch 1" in results["train"]["stdout"]
+    assert ckpt(tmp_path / "train", 6).with_suffix(".index").exists()
+    assert (tmp_path / "sample" / "samples" / "samples_seed_1.npy").exists()
 
 
-# -- 4. one run per save dir; a resume keeps the run's settings ----------------------------
+# -- 4, 5, 6. refused before any work, nothing written -------------------------------------
+# name: (how to prepare a copy of the trained run, or None for a fresh save dir; the flags
+# after RUN; the text of the one-line error)
+REFUSED = {
+    "no readable checkpoint": (
+        lambda d: (damage(d, 2, "truncate"), damage(d, 4, "truncate")), ["--max_epochs=3"],
+        "no readable checkpoint in"),
+    "locked save dir": (None, ["--max_epochs=3"], "is in use by another run (pid {holder} on"),
+    "other learning rate": (None, ["--max_epochs=3", "--learning_rate=0.01"],
+                            "--learning_rate=0.01 (the run: 0.001)"),
+    "other seed": (None, ["--max_epochs=3", "--seed=9"], "--seed=9 (the run: 1)"),
+    "other binarize": (None, ["--max_epochs=3", "--binarize"],
+                       "--binarize=True (the run: False)"),
+    "binary output, grey data": (
+        False, ["--model=pixel_snail", "--attn_rep=1", "--output=bernoulli"],
+        "has a binary output (--output=bernoulli) but --dataset=digits has pixels other than 0"),
+    "batch above the test split": (
+        False, ["--batch_size=300"],
+        "the test split of --dataset=digits has 297 images, fewer than one global batch (300"),
+    "init batch above the train split": (
+        False, ["--init_batch_size=5000"], "--init_batch_size=5000 exceeds the 1500 training"),
+    "nan learning rate": (False, ["--learning_rate=nan"],
+                          "--learning_rate=nan must be positive and finite"),
+    "negative epsilon": (False, ["--adam_epsilon=-1e-8"],
+                         "--adam_epsilon=-1e-08 must be positive and finite"),
+    "save dir is a file": ("file", [], "is a file, not a folder"),
+}
 
-def test_a_second_run_on_a_locked_save_dir_is_refused_without_writing(run_dir):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+@pytest.fixture(scope="module")
+def refused(tiny_run, tmp_path_factory):
+    """{name: (its one-line error and output, the save dir, its files before)} of every
+    REFUSED command line, run in one process; a live process holds the lock of one copy."""
+    root = tmp_path_factory.mktemp("refused")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     try:
-        lock = {"pid": holder.pid, "host": os.uname().nodename, "started": "2026-11-25 10:00:00"}
-        (run_dir / ".lock").write_text(json.dumps(lock))
-        before = files(run_dir)
-        result = run_train(RUN + ["--max_epochs=3", f"--save_dir={run_dir}"])
-        assert result.returncode != 0
-        assert f"is in use by another run (pid {holder.pid} on" in last_line(result)
-        assert files(run_dir) == before
+        cases = {}
+        for index, (name, (prepare, flags, _)) in enumerate(REFUSED.items()):
+            save_dir = root / str(index)
+            if prepare is False:
+                pass  # a fresh run: nothing may be created
+            elif prepare == "file":
+                save_dir.write_text("not a folder")
+            else:
+                shutil.copytree(tiny_run, save_dir)
+                if prepare:
+                    prepare(save_dir)
+            if name == "locked save dir":
+                (save_dir / ".lock").write_text(json.dumps(
+                    {"pid": holder.pid, "host": os.uname().nodename,
+                     "started": "2026-11-25 10:00:00"}))
+            before = files(save_dir) if save_dir.is_dir() else save_dir.exists()
+            cases[name] = (RUN + flags + [f"--save_dir={save_dir}"], save_dir, before)
+        results = in_one_process("train", [args for args, _, _ in cases.values()])
     finally:
         holder.kill()
         holder.wait()
-    # Its process is gone now: the next run takes the stale lock over and releases it.
-    result = run_train(RUN + ["--max_epochs=3", f"--save_dir={run_dir}"])
+    return {name: (result, save_dir, before, holder.pid)
+            for (name, (_, save_dir, before)), result in zip(cases.items(), results)}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_refused_before_any_work_and_nothing_written(refused, name):
+    result, save_dir, before, holder = refused[name]
+    message = REFUSED[name][2].format(holder=holder)
+    assert isinstance(result["exit"], str), result
+    assert result["exit"].startswith("train.py: error:") and message in result["exit"], result
+    assert "\n" not in result["exit"]
+    assert "data-dependent init" not in result["stdout"]
+    if REFUSED[name][0] is False:
+        assert not save_dir.exists()
+    elif REFUSED[name][0] == "file":
+        assert save_dir.read_text() == "not a folder"
+    else:
+        assert files(save_dir) == before
+    if name == "other learning rate":
+        assert "--allow_changed_hparams" in result["exit"]
+
+
+def test_every_refusal_exits_non_zero_with_one_line_on_stderr(tmp_path):
+    """What the batch above checks through `main`, as a user sees it once: exit status 1 and
+    the error as the last line of stderr."""
+    path = tmp_path / "file"
+    path.write_text("not a folder")
+    result = run_train(RUN + [f"--save_dir={path}"])
+    assert result.returncode == 1
+    assert f"train.py: error: --save_dir='{path}' is a file, not a folder" == last_line(result)
+
+
+def test_a_stale_lock_is_taken_over_and_released(run_dir):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (run_dir / ".lock").write_text(json.dumps(
+        {"pid": int(dead), "host": os.uname().nodename, "started": "2026-11-25 10:00:00"}))
+    result = run_train(RUN + ["--max_epochs=3", "--learning_rate=0.01",
+                              "--allow_changed_hparams", f"--save_dir={run_dir}"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "taking over the stale lock" in result.stdout
     assert not (run_dir / ".lock").exists()
+    # --allow_changed_hparams continued the run and recorded the change.
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["train_config"]["learning_rate"] == 0.01
+    assert run["changes"] == [{"step": 4, "setting": "learning_rate", "from": 0.001, "to": 0.01}]
 
 
 def test_lock_is_exclusive_in_process(tmp_path):
@@ -136,61 +203,10 @@ def test_lock_is_exclusive_in_process(tmp_path):
     assert not (tmp_path / ".lock").exists()
 
 
-@pytest.mark.parametrize("change,message", [
-    (["--learning_rate=0.01"], "--learning_rate=0.01 (the run: 0.001)"),
-    (["--seed=9"], "--seed=9 (the run: 1)"),
-    (["--binarize"], "--binarize=True (the run: False)"),
-])
-def test_a_resume_with_other_settings_is_refused(run_dir, change, message):
-    before = files(run_dir)
-    result = run_train(RUN + ["--max_epochs=3", f"--save_dir={run_dir}"] + change)
-    assert result.returncode != 0
-    assert message in last_line(result) and "--allow_changed_hparams" in last_line(result)
-    assert files(run_dir) == before
-
-
-def test_allow_changed_hparams_continues_and_records_the_change(run_dir):
-    result = run_train(RUN + ["--max_epochs=3", "--learning_rate=0.01",
-                              "--allow_changed_hparams", f"--save_dir={run_dir}"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    run = json.loads((run_dir / "run.json").read_text())
-    assert run["train_config"]["learning_rate"] == 0.01
-    assert run["changes"] == [{"step": 4, "setting": "learning_rate", "from": 0.001, "to": 0.01}]
-
-
-# -- 5, 6. data a model cannot use, and errors before work ---------------------------------
-
-@pytest.mark.parametrize("args,message", [
-    (["--model=pixel_snail", "--attn_rep=1", "--output=bernoulli"],
-     "has a binary output (--output=bernoulli) but --dataset=digits has pixels other than 0"),
-    (["--batch_size=300"], "the test split of --dataset=digits has 297 images, fewer than one "
-                           "global batch (300"),
-    (["--init_batch_size=5000"], "--init_batch_size=5000 exceeds the 1500 training images"),
-    (["--learning_rate=nan"], "--learning_rate=nan must be positive and finite"),
-    (["--adam_epsilon=-1e-8"], "--adam_epsilon=-1e-08 must be positive and finite"),
-])
-def test_unusable_settings_fail_before_any_work(tmp_path, args, message):
-    result = run_train(RUN + [f"--save_dir={tmp_path / 'run'}"] + args)
-    assert result.returncode != 0
-    assert last_line(result).startswith("train.py: error:") and message in last_line(result), \
-        result.stderr[-1500:]
-    assert "data-dependent init" not in result.stdout
-    assert not (tmp_path / "run").exists()
-
-
 def test_bernoulli_trains_on_binarized_data(tmp_path):
     result = run_train(RUN + ["--model=pixel_snail", "--attn_rep=1", "--output=bernoulli",
                               "--binarize", "--max_epochs=1", f"--save_dir={tmp_path}"])
     assert result.returncode == 0, result.stderr[-2000:]
-
-
-def test_a_save_dir_that_is_a_file_is_refused(tmp_path):
-    path = tmp_path / "file"
-    path.write_text("not a folder")
-    result = run_train(RUN + [f"--save_dir={path}"])
-    assert result.returncode != 0
-    assert f"--save_dir='{path}' is a file, not a folder" in last_line(result)
-    assert path.read_text() == "not a folder"
 
 
 # -- 7. smaller ones -----------------------------------------------------------------------
