@@ -1,6 +1,6 @@
 """The filter gradient of one shifted convolution: TensorFlow's Conv2DBackpropFilter against the
-same sum as matrix products, in one run (a what-if for #15: after the oneDNN rewrites the filter
-gradient is the largest single cost of a CPU training step, twice the forward convolution).
+same sum as matrix products, in one run (on an AVX2 CPU with oneDNN's rewrites on, the filter
+gradient was the largest single cost of a training step, twice the forward convolution).
 
     python bench/conv_filter_grad.py                      # the gated resnet's 2x3 convolutions
     python bench/conv_filter_grad.py --shapes=320x160,320x320 --size=32
@@ -15,22 +15,20 @@ pairs taken seconds apart cannot drift much.
 
 dW[a, b] = sum over (n, h, w) of x_pad[n, h + a, w + b, :]^T dy[n, h, w, :]: `patches` concatenates
 the 6 shifted views (im2col) and runs one (N*H*W, 6*C_in)^T (N*H*W, C_out) product;
-`per_offset` runs 6 products on the views. Also times the forward convolution. Prints
-milliseconds (median of 5) and the largest difference to TensorFlow's gradient.
+`per_offset` runs 6 products on the views. Also times the forward convolution. Prints a table
+(bench/harness.py) of milliseconds (median of 5) and the largest difference to TensorFlow's
+gradient.
 """
-import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import harness
 
-import pixel_cnn_pp  # noqa: E402,F401  (the project's TensorFlow defaults, before TensorFlow)
+harness.setup(onednn=True)  # as train.py runs, before TensorFlow starts
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from bench.harness import record  # noqa: E402
 from pixel_cnn_pp.model import conv  # noqa: E402
 
 flags.DEFINE_list("shapes", ["320x160", "320x320"], "C_in x C_out of the 2x3 convolutions.")
@@ -142,19 +140,19 @@ STEP_VARIANTS = {"products": ("products", None, "model/conv.py"),
 
 
 def training_step():
-    from bench.harness import preset_trainer
     unknown = sorted(set(F.step_variants) - set(STEP_VARIANTS))
     if unknown:
         raise app.UsageError(f"--step_variants: {','.join(unknown)} not among "
                              f"{','.join(STEP_VARIANTS)}")
-    trainer, batch = preset_trainer(F.preset, F.batch)
-    steps, project_gradient = {}, conv._filter_gradient
+    trainer, batch = harness.preset_trainer(F.preset, F.batch)
+    steps = {}
+    project = conv.FILTER_GRADIENT, conv._filter_gradient
     for name in F.step_variants:  # both switches are read when the step is traced
         conv.FILTER_GRADIENT, function, _ = STEP_VARIANTS[name]
-        conv._filter_gradient = function or project_gradient
+        conv._filter_gradient = function or project[1]
         steps[name] = trainer.new_train_step()
         float(steps[name](batch))
-    conv.FILTER_GRADIENT, conv._filter_gradient = "auto", project_gradient
+    conv.FILTER_GRADIENT, conv._filter_gradient = project
     times = {name: [] for name in steps}
     for _ in range(F.rounds):
         for name, step in steps.items():
@@ -163,37 +161,28 @@ def training_step():
             times[name].append(time.time() - start)
     fmt = lambda ts: ", ".join(f"{t:.2f}" for t in ts)  # noqa: E731
     first = F.step_variants[0]
-    lines = [f"\n`python bench/conv_filter_grad.py {' '.join(sys.argv[1:])}` ({os.cpu_count()} "
-             f"cores, TF {tf.__version__}, TF_ENABLE_ONEDNN_OPTS="
-             f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {time.strftime('%Y-%m-%d')}): the "
-             f"trainer's step, {F.preset}, batch {F.batch}, in alternation\n",
-             f"| filter gradient | s/step, in order | median | time / {first}'s, per round "
+    lines = [f"| filter gradient | s/step, in order | median | time / {first}'s, per round "
              "(median) |", "|---|---|---|---|"]
     for name, ts in times.items():
         pairs = [t / f for t, f in zip(ts, times[first])]
         lines.append(f"| {name} ({STEP_VARIANTS[name][2]}) | {fmt(ts)} | {np.median(ts):.2f} s | "
                      f"{fmt(pairs)} ({np.median(pairs):.3f}) |")
-    return lines
+    harness.report(f"the trainer's step, {F.preset}, batch {F.batch}, in alternation", lines)
 
 
 def main(argv):
     del argv
     if F.training_step:
-        record("\n".join(training_step()) + "\n")
-        return
-    lines = [f"\n`python bench/conv_filter_grad.py {' '.join(sys.argv[1:])}` ({os.cpu_count()} "
-             f"cores, TF {tf.__version__}, TF_ENABLE_ONEDNN_OPTS="
-             f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {time.strftime('%Y-%m-%d')}): 2x3 "
-             f"convolution, {F.batch} images, {F.size}x{F.size} output, milliseconds\n",
-             "| C_in -> C_out | forward conv | Conv2DBackpropFilter | x patches, one matmul "
+        return training_step()
+    lines = ["| C_in -> C_out | forward conv | Conv2DBackpropFilter | x patches, one matmul "
              "(speed-up) | x views, 6 matmuls | dy padded, 6 matmuls | the project's "
-             "(model/conv.py) | largest difference |",
-             "|---|---|---|---|---|---|---|---|"]
+             "(model/conv.py) | largest difference |", "|---|---|---|---|---|---|---|---|"]
     for shape in F.shapes:
         cin, cout = (int(v) for v in shape.split("x"))
         lines.append(row(cin, cout))
         print(lines[-1], flush=True)
-    record("\n".join(lines) + "\n")
+    harness.report(f"2x3 convolution, {F.batch} images, {F.size}x{F.size} output, milliseconds",
+                   lines)
 
 
 if __name__ == "__main__":

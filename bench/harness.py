@@ -1,14 +1,84 @@
-"""What every bench script shares: the trainer of a preset on random images (public APIs only,
-the presets of the registry) and where results go (printed and appended to bench/RESULTS.md)."""
+"""What every bench script shares: the set-up before the project's imports (`setup`), the line
+that says what a result was measured on (`machine_header`), how a result is reported (`report`)
+and the trainer of a preset on random images (`preset_trainer`).
+
+A script runs as `python bench/<name>.py`, so Python finds this module beside it:
+
+    import harness
+    harness.setup(onednn=True)  # before the project and TensorFlow are imported
+
+Results are printed, never written to a file: a line naming the command that produced them and
+the machine, then markdown table rows. The rows worth keeping are copied into bench/RESULTS.md
+by hand.
+"""
+import datetime
 import os
+import platform
+import shlex
+import sys
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def record(text):
-    print(text)
-    with open(RESULTS, "a") as f:
-        f.write(text)
+def setup(onednn=False):
+    """The repository root on sys.path (the project's packages, this checkout's), TensorFlow's
+    C++ log at warnings where unset and, with `onednn`, oneDNN's rewrites as train.py and
+    export.py set them (`hardware.set_onednn_default`): call before anything imports
+    TensorFlow, in a script that times what those commands run."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if onednn:
+        from pixel_cnn_pp.runtime import hardware
+        hardware.set_onednn_default()
+
+
+def cpu_model(cpuinfo="/proc/cpuinfo"):
+    """The first CPU's model name from Linux's `cpuinfo`, else the platform's processor."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_header(frameworks=True):
+    """One line on what a result was measured with: the CPU and its cores, Keras and its
+    backend, with `frameworks` the backend's version and kernels (TensorFlow: its devices,
+    oneDNN rewrites and filter gradient, from `hardware.kernel_settings`; JAX: its device), and
+    the date. `frameworks=False` where the results come from other processes, each with its
+    own settings."""
+    import keras
+
+    backend = keras.backend.backend()
+    parts = [f"{cpu_model()}, {os.cpu_count()} cores", f"Keras {keras.__version__} ({backend})"]
+    if frameworks and backend == "tensorflow":
+        from pixel_cnn_pp.runtime import hardware
+        settings = hardware.kernel_settings()
+        onednn = {True: "on", False: "off", None: "unknown"}[settings["onednn_in_effect"]]
+        parts += [f"TF {settings['tensorflow_version']} on {'+'.join(settings['devices'])}",
+                  f"oneDNN rewrites {onednn}", f"filter gradient {settings['filter_gradient']}"]
+    elif frameworks and backend == "jax":
+        import jax
+        parts.append(f"JAX {jax.__version__} on {jax.devices()[0].device_kind}")
+    parts.append(datetime.date.today().isoformat())
+    return ", ".join(parts)
+
+
+def command():
+    """The command line of this process, as run from the repository root."""
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+    return " ".join(["python", shlex.quote(script), *map(shlex.quote, sys.argv[1:])])
+
+
+def report(what, lines, machine=None):
+    """Print a result: "`command` (machine): what", then `lines` (markdown: tables and the notes
+    under them). `machine` defaults to `machine_header()`."""
+    print(f"\n`{command()}` ({machine or machine_header()}): {what}\n")
+    print("\n".join(lines), flush=True)
 
 
 def preset_trainer(preset, batch_size, **overrides):

@@ -14,31 +14,29 @@ synchronised step and from back-to-back steps (dispatched without waiting, synch
 the end), compile time, the compiled step's own memory (XLA's memory analysis: its arguments
 and temporaries) and the process's peak device memory, per precision (one model built and
 initialised for each), batch size, filter gradient of the stride-1 convolutions
-(`model/conv.py`: "auto" is the backend's own on a GPU) and float32 matmul precision (JAX's
-default lets XLA use TF32 on NVIDIA GPUs; "highest" is true float32). --trace_dir: a
+(`model/conv.py`: "backend", the backend's own and train.py's choice on a GPU, or "products")
+and float32 matmul precision (JAX's default lets XLA use TF32 on NVIDIA GPUs; "highest" is true
+float32). --trace_dir: a
 jax.profiler trace of two steps of the first row (`bench/profile_step.py --trace_dir`
 summarises it). --sampling: 16 and 256 images, naive (one jitted full forward per pixel,
 --naive_pixels timed and scaled) vs the cached sampler, warm, with its compile time apart.
-Prints a table and appends it to bench/RESULTS.md. Needs the project's metadata for its
+Prints a table (bench/harness.py). Needs the project's metadata for its
 registry: `pip install -e .` or the `pixelcnn_keras.egg-info` folder of such an install beside
 the code.
 """
 import os
-import platform
-import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+
+import harness  # noqa: E402
+
+harness.setup()  # no oneDNN setting: TensorFlow is not used
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-
-from bench.harness import record  # noqa: E402
 
 from pixel_cnn_pp.model import conv, sampling  # noqa: E402
 from pixel_cnn_pp.model.registry import build_model  # noqa: E402
@@ -53,8 +51,9 @@ flags.DEFINE_integer("nr_resnet", 0, "Override the preset's nr_resnet (0: keep).
 flags.DEFINE_integer("nr_filters", 0, "Override the preset's nr_filters (0: keep).")
 flags.DEFINE_bool("sampling", False, "Time sampling of 16 and 256 images instead of training.")
 flags.DEFINE_integer("naive_pixels", 8, "--sampling: naive pixels timed and scaled.")
-flags.DEFINE_list("filter_gradients", ["auto"],
-                  "model/conv.py's FILTER_GRADIENT, one row each: auto, products, backend.")
+flags.DEFINE_list("filter_gradients", [conv.DEFAULT_FILTER_GRADIENT],
+                  "model/conv.py's FILTER_GRADIENT, one row each: "
+                  f"{', '.join(conv.FILTER_GRADIENTS)}.")
 flags.DEFINE_list("matmul_precision", ["default"],
                   "jax_default_matmul_precision, one row each: default, high, highest.")
 flags.DEFINE_string("trace_dir", None,
@@ -133,9 +132,8 @@ def train_row(step, images, precision, filter_gradient, matmul_precision):
     seconds = float(np.median(times))
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
-    grad = f"{filter_gradient} ({'products' if conv.products_on_this_machine() else 'backend'})"
-    return (f"| {precision} | {batch} | {grad} | {matmul_precision} | {batch / seconds:.0f} | "
-            f"{back_to_back:.0f} | "
+    return (f"| {precision} | {batch} | {filter_gradient} | {matmul_precision} | "
+            f"{batch / seconds:.0f} | {back_to_back:.0f} | "
             f"{seconds * 1000:.1f} ms | {compile_s:.0f} s | "
             f"{'%.1f GiB' % (footprint / 2**30) if footprint else 'n/a'} | "
             f"{'%.1f GiB' % (peak / 2**30) if peak else 'n/a'} | {float(loss):.1f} |")
@@ -170,15 +168,15 @@ def sampling_rows():
 
 def main(argv):
     del argv
-    device = jax.devices()[0]
-    head = (f"\n`KERAS_BACKEND=jax python bench/jax_train_step.py {' '.join(sys.argv[1:])}` "
-            f"({device.device_kind}, JAX {jax.__version__}, Keras {keras.__version__}, "
-            f"{platform.machine()}, {time.strftime('%Y-%m-%d')}): preset {F.preset}\n")
+    unknown = sorted(set(F.filter_gradients) - set(conv.FILTER_GRADIENTS))
+    if unknown:
+        raise app.UsageError(f"--filter_gradients={','.join(unknown)} not among "
+                             f"{', '.join(conv.FILTER_GRADIENTS)}")
     if F.sampling:
-        lines = [head, "| what | naive | cached (warm) | compile (first call - warm) | "
-                 "speed-up |", "|---|---|---|---|---|", *sampling_rows()]
+        lines = ["| what | naive | cached (warm) | compile (first call - warm) | speed-up |",
+                 "|---|---|---|---|---|", *sampling_rows()]
     else:
-        lines = [head, "| precision | batch | filter gradient | matmul precision | "
+        lines = ["| precision | batch | filter gradient | matmul precision | "
                  "images/s (median step) | images/s (back to back) | step (median) | first step "
                  "(compile) | step's memory (state + images + XLA temporaries) | peak device "
                  "memory (process, so far) | loss (nats) |",
@@ -187,7 +185,7 @@ def main(argv):
             for row in train_rows(precision, [int(b) for b in F.batch_sizes]):
                 lines.append(row)
                 print(row, flush=True)
-    record("\n".join(lines) + "\n")
+    harness.report(f"preset {F.preset}", lines)
 
 
 if __name__ == "__main__":

@@ -10,27 +10,23 @@ other matmuls, XLA's elementwise and reduction fusions, copies) and the top kern
 
 Runs one traced warm-up step, profiles the next one, and prints the op types by total time
 (ops of the same type summed; ops run in parallel on the 2 cores, so the shares can add up to
-more than the step's wall time). Appends the top rows to bench/RESULTS.md.
+more than the step's wall time). Prints the top rows (bench/harness.py).
 """
 import collections
 import glob
 import os
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import harness
 
-import pixel_cnn_pp  # noqa: E402,F401  (first, as train.py: its TensorFlow defaults)
+harness.setup(onednn=True)  # as train.py runs, before TensorFlow starts
+
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
-
-from bench.harness import record  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-from bench.harness import preset_trainer  # noqa: E402
+from pixel_cnn_pp.runtime import hardware  # noqa: E402
 
 flags.DEFINE_string("preset", "cifar10", "Preset whose model is profiled.")
 flags.DEFINE_integer("batch_size", 16, "Images per step.")
@@ -117,7 +113,8 @@ def main(argv):
     del argv
     if F.trace_dir:
         return report(F.trace_dir, F.step_seconds)
-    trainer, batch = preset_trainer(F.preset, F.batch_size)
+    hardware.choose_filter_gradient()
+    trainer, batch = harness.preset_trainer(F.preset, F.batch_size)
     float(trainer.train_step(batch))  # trace
     logdir = tempfile.mkdtemp(prefix="pixelcnn_profile_")
     tf.profiler.experimental.start(logdir)
@@ -130,19 +127,18 @@ def main(argv):
 
 def report(logdir, step):
     space = _xspace(logdir)
+    # A trace summarised later (--trace_dir) was taken elsewhere: the header names the trace.
+    machine = f"trace {F.trace_dir}" if F.trace_dir else None
     gpus = [p for p in space.planes if p.name.startswith("/device:GPU:")]
     if gpus:
-        head = f"\n`python bench/profile_step.py {' '.join(sys.argv[1:])}` ({gpus[0].name}):\n"
-        return record("\n".join([head, *gpu_report(gpus[0], F.steps_traced)]) + "\n")
+        return harness.report(gpus[0].name, gpu_report(gpus[0], F.steps_traced), machine)
     totals = sorted(op_times(space).items(), key=lambda kv: -kv[1][0])
-    lines = [f"\n`python bench/profile_step.py {' '.join(sys.argv[1:])}` "
-             f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, TF {tf.__version__}): "
-             f"profiled step {step:.1f} s wall\n",
-             "| op type | total time | share of step wall time | count |", "|---|---|---|---|"]
+    lines = ["| op type | total time | share of step wall time | count |", "|---|---|---|---|"]
     for kind, (seconds, count) in totals[:F.top]:
-        lines.append(f"| {kind} | {seconds:.2f} s | {100 * seconds / step:.0f}% | {count} |")
-    text = "\n".join(lines) + "\n"
-    record(text)
+        share = f"{100 * seconds / step:.0f}%" if step else "n/a"  # --step_seconds not given
+        lines.append(f"| {kind} | {seconds:.2f} s | {share} | {count} |")
+    what = "" if F.trace_dir else f"preset {F.preset}, batch {F.batch_size}, "
+    harness.report(f"{what}profiled step {step:.1f} s wall", lines, machine)
 
 
 if __name__ == "__main__":

@@ -11,26 +11,21 @@ forwards and scales to H*W pixels; --naive_pixels=0 runs the naive sampler to th
 counts the sub-pixels where its images differ from the cached ones (float rounding only).
 Cached and SavedModel: the first call (trace/compile included) and a second call (warm) are
 reported apart; the SavedModel is loaded back with tf.saved_model.load and its images are
-compared with model.sample's for the same seed. Appends the tables to bench/RESULTS.md.
+compared with model.sample's for the same seed. Prints the tables (bench/harness.py).
 """
-import os
-import platform
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness
 
-import pixel_cnn_pp  # noqa: E402,F401  (first, as train.py: its TensorFlow defaults)
-import keras  # noqa: E402
+harness.setup(onednn=True)  # as train.py and export.py run, before TensorFlow starts
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from bench.harness import record  # noqa: E402
-
 from pixel_cnn_pp.model.registry import build_model  # noqa: E402
+from pixel_cnn_pp.runtime import hardware  # noqa: E402
 from pixel_cnn_pp.runtime.config import DATASET_SHAPES, from_preset  # noqa: E402
 
 flags.DEFINE_string("preset", "cifar10",
@@ -67,14 +62,16 @@ def build():
 
 
 def naive_seconds(model, n):
-    """(seconds for all pixels, how), from N jitted forwards or the whole naive sampler."""
+    """(seconds for all pixels, how, the naive images or None), from N jitted forwards or the
+    whole naive sampler."""
     pixels = model.image_shape[0] * model.image_shape[1]
     if F.naive_pixels:
         forward = tf.function(lambda x: model(x)[:, 0, 0])
         x = tf.zeros((n, *model.image_shape))
         forward(x)  # trace
         seconds, _ = timed(lambda: [forward(x).numpy() for _ in range(F.naive_pixels)])
-        return seconds * pixels / F.naive_pixels, f"{F.naive_pixels} of {pixels} pixels, scaled", None
+        how = f"{F.naive_pixels} of {pixels} pixels, scaled"
+        return seconds * pixels / F.naive_pixels, how, None
     seconds, images = timed(lambda: model.sample(n, seed=1, method="naive"))
     return seconds, "all pixels", images
 
@@ -98,6 +95,7 @@ def savedmodel_seconds(model, n, reference):
 
 def main(argv):
     del argv
+    hardware.choose_filter_gradient()
     model = build()
     n = F.num_samples
     first, _ = timed(lambda: model.sample(n, seed=3))
@@ -110,31 +108,22 @@ def main(argv):
         saved = f"{sm:.1f} s (first call {sm_first:.1f} s); {equal} of {n} images = model.sample's"
     else:
         saved = "not run"
-    flags_text = " ".join(f"--{k}={getattr(F, k)}" for k in
-                          ("preset", "nr_resnet", "nr_filters", "attn_rep", "image_size",
-                           "num_samples", "naive_pixels") if getattr(F, k) or k == "naive_pixels")
+    lines = ["| naive | cached (warm) | cached first call (trace included) | speed-up | "
+             "SavedModel `sample` (warm) | same images as naive |", "|---|---|---|---|---|---|",
+             f"| {naive:.1f} s ({how}) | {cached:.1f} s | {first:.1f} s | {naive / cached:.0f}x "
+             f"| {saved} | {same} |"]
     if F.batches:
-        flags_text += f" --batches={','.join(F.batches)}"
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}, "
-               f"Keras {keras.__version__}, backend {keras.backend.backend()}")
-    text = (f"\n`python bench/sampling.py {flags_text}` ({machine}, "
-            f"{time.strftime('%Y-%m-%d')}): {model.name} {model.nr_resnet}/{model.nr_filters}, "
-            f"{'x'.join(map(str, model.image_shape))}, {model.count_params():,} parameters, "
-            f"{n} images\n\n"
-            "| naive | cached (warm) | cached first call (trace included) | speed-up | "
-            "SavedModel `sample` (warm) | same images as naive |\n|---|---|---|---|---|---|\n"
-            f"| {naive:.1f} s ({how}) | {cached:.1f} s | {first:.1f} s | {naive / cached:.0f}x "
-            f"| {saved} | {same} |\n")
-    if F.batches:
-        text += "\n| batch | cached, warm | per image |\n|---|---|---|\n"
+        lines += ["", "| batch | cached, warm | per image |", "|---|---|---|"]
         for batch in (int(b) for b in F.batches):
             model.sample(batch, seed=3)  # trace for this batch size
             seconds, _ = timed(lambda: model.sample(batch, seed=1))
-            text += f"| {batch} | {seconds:.1f} s | {seconds / batch:.2f} s |\n"
+            lines.append(f"| {batch} | {seconds:.1f} s | {seconds / batch:.2f} s |")
     from pixel_cnn_pp.model.sampling import state_bytes
-    text += (f"\nCached sampler state (caches and held outputs) at {n} images: "
-             f"{state_bytes(model, n) / 2 ** 20:.0f} MiB.\n")
-    record(text)
+    lines += ["", f"Cached sampler state (caches and held outputs) at {n} images: "
+              f"{state_bytes(model, n) / 2 ** 20:.0f} MiB."]
+    harness.report(f"preset {F.preset}, {model.name} {model.nr_resnet}/{model.nr_filters}, "
+                   f"{'x'.join(map(str, model.image_shape))}, {model.count_params():,} "
+                   f"parameters, {n} images", lines)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ Each measurement runs in its own subprocess (its own peak memory, its own Tensor
   `no-onednn` turns those off (TF_ENABLE_ONEDNN_OPTS=0, TensorFlow's own default on CPUs
   without AVX-512); `xla` adds `jit_compile=True`; `bf16` the `mixed_bfloat16` policy;
   `backend-filter-grad` and `products-filter-grad` force `model/conv.py`'s filter gradient (the
-  backend's own, or the matrix products) where its "auto" picks one by the machine.
+  backend's own, or the matrix products) where the others take train.py's choice for the
+  machine (`hardware.choose_filter_gradient`).
   A TF_ENABLE_ONEDNN_OPTS set by the caller applies to the runs that do not set their own, and
   their labels say so.
 * `--baseline=REV`: the same variants on the code of git revision REV (exported to a temporary
@@ -29,15 +30,14 @@ Each measurement runs in its own subprocess (its own peak memory, its own Tensor
   ...). This machine's speed drifts by up to 40% over minutes, so rows timed minutes apart
   disagree; with rounds each row's time is its median over the rounds, and the ratio to the
   original is also given per round (neighbouring runs) with the median of those ratios. A run
-  stopped by Ctrl-C or SIGTERM (a time limit) still writes the table of its complete rounds.
+  stopped by Ctrl-C or SIGTERM (a time limit) still prints the table of its complete rounds.
 
-Prints seconds per step (median after one traced warm-up step), images/s, the ratio to the
-original (TF defaults) and to the first row, warm-up time and peak resident memory, and appends
-the table to bench/RESULTS.md with the command, machine and versions.
+Prints a table (bench/harness.py) of seconds per step (median after one traced warm-up step),
+images/s, the ratio to the original (TF defaults) and to the first row, warm-up time and peak
+resident memory.
 """
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -48,14 +48,14 @@ import time
 
 import numpy as np
 
-ENV_AT_START = dict(os.environ)  # before any import can set TensorFlow's variables
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ENV_AT_START = dict(os.environ)  # before the set-up below sets TensorFlow's variables
+
+import harness  # noqa: E402
+
+harness.setup(onednn=True)  # as train.py runs, before TensorFlow starts (in the workers)
+ROOT = harness.ROOT
 
 from absl import app, flags  # noqa: E402
-
-from bench.harness import record  # noqa: E402
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 # Preset: the original's repository, model spec and options (as `time_original.py` builds
@@ -75,7 +75,7 @@ SETTINGS = {
     # The backend's own filter gradient for the stride-1 convolutions (model/conv.py).
     "backend-filter-grad": dict(jit_compile=False, mixed_precision="float32",
                                 filter_gradient="backend"),
-    # The matrix-product filter gradient whatever the CPU (model/conv.py's "auto" chooses).
+    # The matrix-product filter gradient whatever the machine.
     "products-filter-grad": dict(jit_compile=False, mixed_precision="float32",
                                  filter_gradient="products"),
 }
@@ -106,17 +106,16 @@ F = flags.FLAGS
 
 
 def run_variant(name):
-    import pixel_cnn_pp  # noqa: F401  (first, as train.py: its TensorFlow defaults)
     import tensorflow as tf
 
-    from bench.harness import preset_trainer
+    from pixel_cnn_pp.model import conv
+    from pixel_cnn_pp.runtime import hardware
 
     settings = dict(SETTINGS[name])
-    if "filter_gradient" in settings:
-        from pixel_cnn_pp.model import conv
-        conv.FILTER_GRADIENT = settings.pop("filter_gradient")
+    hardware.choose_filter_gradient()  # train.py's choice, unless the variant forces one
+    conv.FILTER_GRADIENT = settings.pop("filter_gradient", conv.FILTER_GRADIENT)
     overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters") if getattr(F, k)}
-    trainer, batch = preset_trainer(F.preset, F.batch_size, **overrides, **settings)
+    trainer, batch = harness.preset_trainer(F.preset, F.batch_size, **overrides, **settings)
     start = time.time()
     first_loss = float(trainer.train_step(batch))
     warmup = time.time() - start
@@ -260,9 +259,8 @@ def main(argv):
 
 
 def report(timed, rounds):
-    """Appends the table of `rounds` complete rounds to bench/RESULTS.md; `timed` {row label:
-    one result per round}, in the rows' order (the original's first where timed)."""
-    import keras
+    """Prints the table of `rounds` complete rounds; `timed` {row label: one result per round},
+    in the rows' order (the original's first where timed)."""
     runs = [(label, _merged(results)) for label, results in timed.items()]
     results = [(label, r) for label, r in runs if r]
     if not results:
@@ -270,13 +268,11 @@ def report(timed, rounds):
     first = results[0][1]["step"]
     original = runs[0][1]["step"] if F.original and runs[0][1] else None
     any_result = results[-1][1]
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, {any_result['versions']}, "
-               f"Keras {keras.__version__}")
-    command = "python bench/train_throughput.py " + " ".join(sys.argv[1:])
-    lines = [f"\n`{command}` ({machine}, {time.strftime('%Y-%m-%d')}): "
-             f"{F.preset}{' with ' + overrides_text() if overrides_text() else ''}, "
-             f"{any_result['params']:,} parameters, batch {F.batch_size}\n",
-             "| run | s/step (median) | images/s | time / original's (TF defaults) "
+    versions = ", ".join(sorted({r["versions"] for _, r in results}))
+    machine = f"{harness.machine_header(frameworks=False)}; the runs on {versions}"
+    what = (f"{F.preset}{' with ' + overrides_text() if overrides_text() else ''}, "
+            f"{any_result['params']:,} parameters, batch {F.batch_size}")
+    lines = ["| run | s/step (median) | images/s | time / original's (TF defaults) "
              "| speed vs first row | first step (trace/compile) | peak RSS | first loss (nats) |",
              "|---|---|---|---|---|---|---|---|"]
     for label, r in results:
@@ -302,7 +298,7 @@ def report(timed, rounds):
             lines.append(row)
     elif stopped:
         lines += ["", f"One round{stopped}."]
-    record("\n".join(lines) + "\n")
+    harness.report(what, lines, machine)
 
 
 def _interrupt(signum, frame):

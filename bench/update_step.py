@@ -5,22 +5,16 @@ and what the update costs to trace (graph ops, seconds): start-up time, most of 
 
     python bench/update_step.py --preset=cifar10
 
-Prints one table and appends it to bench/RESULTS.md.
+Prints one table (bench/harness.py).
 """
-import os
-import platform
-import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness
 
-import pixel_cnn_pp  # noqa: E402,F401  (first, as train.py: its TensorFlow defaults)
-import keras  # noqa: E402
+harness.setup(onednn=True)  # as train.py runs, before TensorFlow starts
+
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
-
-from bench.harness import record  # noqa: E402
 
 from pixel_cnn_pp.model.registry import build_model  # noqa: E402
 from pixel_cnn_pp.model.train_step import TrainStep  # noqa: E402
@@ -57,11 +51,10 @@ def main(argv):
         float(model.trainable_variables[0].numpy().sum())  # wait for the last update
         rows.append(f"| {name} | {(time.perf_counter() - start) / F.repeats:.3f} s | "
                     f"{trace:.1f} s | {len(graph.get_operations()):,} |")
-    record(f"\n`python bench/update_step.py --preset={F.preset}` ({platform.machine()}, "
-           f"{os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}, "
-           f"{time.strftime('%Y-%m-%d')}): {len(model.trainable_variables)} variables, "
-           f"{model.count_params():,} parameters\n\n| update (Adam + Polyak) | seconds | trace "
-           "| graph ops |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    harness.report(f"preset {F.preset}, {len(model.trainable_variables)} variables, "
+                   f"{model.count_params():,} parameters",
+                   ["| update (Adam + Polyak) | seconds | trace | graph ops |",
+                    "|---|---|---|---|", *rows])
 
 
 if __name__ == "__main__":
