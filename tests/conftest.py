@@ -1,5 +1,5 @@
-"""Shared test set-up: quiet TensorFlow, two logical CPU devices, the original's fixtures."""
-import json
+"""Shared test set-up: quiet TensorFlow, two logical CPU devices, the original's fixtures, one
+trained run to copy."""
 import os
 import pathlib
 import shutil
@@ -7,15 +7,14 @@ import shutil
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from models import FIXTURES, load_fixture, random_images, small_pixelcnn  # noqa: E402,F401
 from processes import TINY_FLAGS, run_train  # noqa: E402
 
-# TensorFlow is imported before pixel_cnn_pp, so in-process tests run TensorFlow's own CPU
-# kernels: with the package's oneDNN default the suite took 27.5 min instead of 23 (one run
-# each), too close to CI's 30. Results differ by float32 rounding only; the CLI tests run
-# train.py and export.py as users do, with the default.
+# In-process tests run TensorFlow's default kernels for this CPU and the caller's environment
+# (importing the project changes neither); train.py and export.py, run as users run them, set
+# oneDNN's rewrites where the environment leaves them unset (runtime/hardware.py).
 import tensorflow as tf  # noqa: E402
 
 # Two logical CPU devices so MirroredStrategy can be tested on one CPU; must happen before
@@ -37,19 +36,10 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's order kept
 
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 REPO = pathlib.Path(__file__).parent.parent
 # A train.py run that tests copy (`tiny_run`): checkpoints ckpt-2 and ckpt-4 (two epochs of two
 # steps), no export.
 TINY_RUN = TINY_FLAGS + ["--max_epochs=2", "--save_interval=1", "--steps_per_epoch=2"]
-
-
-def load_fixture(name):
-    with np.load(FIXTURES / f"{name}.npz") as data:
-        out = {k: data[k] for k in data.files}
-    if "meta_json" in out:
-        out["meta"] = json.loads(str(out["meta_json"]))
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -77,18 +67,3 @@ def pixelcnn_fixture():
 @pytest.fixture(scope="session")
 def dmol_fixture():
     return load_fixture("dmol_sampler")
-
-
-def small_pixelcnn(**overrides):
-    """A tiny PixelCNN++ for fast tests (the fixture's configuration by default)."""
-    from pixel_cnn_pp.model.pixelcnn import PixelCNNpp
-    config = dict(image_shape=(8, 8, 3), nr_resnet=1, nr_filters=16, nr_logistic_mix=3,
-                  dropout_p=0.0)
-    config.update(overrides)
-    model = PixelCNNpp(**config)
-    model.build_all()
-    return model
-
-
-def random_images(shape, seed=0):
-    return np.random.RandomState(seed).randint(0, 256, size=shape).astype("uint8")

@@ -1,15 +1,10 @@
 """Checks shared by the conformance tests of both models against the original code's fixtures
-(tests/fixtures/*.npz), and the JAX-backend subprocess runner."""
+(tests/fixtures/*.npz)."""
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
 from keras import ops
-
-from conftest import REPO
 
 RTOL = 1e-4  # the fixtures' float32 accuracy; do not loosen
 
@@ -62,12 +57,3 @@ def assert_per_image_loss_and_gradients(model, names, fx):
         # Gradients sum many float32 terms: measured max error 1.8e-4 of the largest entry.
         np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-3,
                                    atol=5e-4 * np.abs(expected).max(), err_msg=name)
-
-
-def run_with_jax_backend(script):
-    """Run `script` in a fresh process with KERAS_BACKEND=jax; it must print JAX_OK."""
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "JAX_OK" in result.stdout

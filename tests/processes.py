@@ -1,5 +1,5 @@
-"""The fresh processes of the suite: train.py and export.py as users run them, many refused
-command lines in one process, and scripts on the JAX backend.
+"""The fresh processes of the suite: train.py and export.py as users run them, and several
+command lines in one process.
 
 A process costs about 5 s of CPU before it does anything (importing TensorFlow and Keras), so
 command lines that do little work share one process (`in_one_process`); runs that do work get
@@ -70,13 +70,3 @@ def in_one_process(script, cases, timeout=300):
                             timeout=timeout)
     assert result.returncode == 0 and "CASES" in result.stdout, result.stderr[-3000:]
     return json.loads(result.stdout.split("CASES", 1)[1])
-
-
-def run_with_jax_backend(script, timeout=600):
-    """Run `script` in a fresh process with KERAS_BACKEND=jax; it must print JAX_OK."""
-    env = _env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "JAX_OK" in result.stdout
-    return result

@@ -7,35 +7,34 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from conftest import REPO
-from test_training import TINY_FLAGS, run_train
+from processes import TINY_FLAGS, in_one_process, last_line, run_export, run_train
 
 
-@pytest.mark.parametrize("args,message", [
+BAD_FLAGS = [  # (flags after TINY_FLAGS, the text of the one-line error)
+    # First: TensorFlow's devices can be split only before the process initialises them.
+    (["--cpu_replicas=2", "--global_batch_size=15"], "--global_batch_size=15 cannot be split"),
     (["--dataset=cifar100"], "--dataset='cifar100' is not one of"),
     (["--batch_size=-4"], "--batch_size=-4 must be >= 1"),
     (["--dropout_p=1.5"], "dropout_p must be in [0, 1), got 1.5"),
     (["--dataset=folder", "--data_dir=/nonexistent/images"], "is not a directory"),
-    (["--cpu_replicas=2", "--global_batch_size=15"], "--global_batch_size=15 cannot be split"),
     (["--preset=cifar11"], "--preset='cifar11' is not one of"),
     (["--mode=sample", "--num_samples=0"], "--num_samples=0 must be >= 1 with --mode=sample"),
     (["--num_samples=-1"], "--num_samples=-1 must be >= 0"),
-])
-def test_bad_flags_fail_with_one_line(tmp_path, args, message):
-    result = run_train(TINY_FLAGS + [f"--save_dir={tmp_path / 'run'}"] + args)
-    assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("train.py: error:") and message in last, result.stderr[-1500:]
-    assert not (tmp_path / "run").exists()
+]
 
 
-def run_export(args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, str(REPO / "export.py"), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+def test_bad_flags_fail_with_one_line(tmp_path):
+    """Each command line in one process (`in_one_process`): the error `main` exits with."""
+    results = in_one_process("train", [TINY_FLAGS + [f"--save_dir={tmp_path / str(i)}"] + args
+                                       for i, (args, _) in enumerate(BAD_FLAGS)])
+    for i, ((args, message), result) in enumerate(zip(BAD_FLAGS, results)):
+        error = result["exit"]
+        assert isinstance(error, str) and "\n" not in error, (args, result)
+        assert error.startswith("train.py: error:") and message in error, (args, error)
+        assert not (tmp_path / str(i)).exists()
 
 
 def test_old_flag_spellings_warn_and_still_work(tmp_path):
@@ -75,16 +74,14 @@ def test_a_run_json_with_the_old_field_name_is_the_same_run():
     assert runs.run_differences(old, new) == [("seed", 2, 1)]
 
 
-def test_save_dir_of_another_model_is_refused_and_kept(tmp_path):
-    save = f"--save_dir={tmp_path}"
-    assert run_train(TINY_FLAGS + ["--max_epochs=1", save]).returncode == 0
-    assert not (tmp_path / "samples").exists()  # --num_samples=0: no grids
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    result = run_train(TINY_FLAGS + ["--max_epochs=2", "--nr_filters=16", save])
-    assert result.returncode != 0
-    assert ("holds a different run: --nr_filters=16 (the run: 8)"
-            in result.stderr.strip().splitlines()[-1])
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+def test_save_dir_of_another_model_is_refused_and_kept(tiny_run, run_dir):
+    assert not (tiny_run / "samples").exists()  # --num_samples=0: no grids
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    result = run_train(TINY_FLAGS + ["--max_epochs=3", "--nr_filters=16",
+                                     f"--save_dir={run_dir}"])
+    assert result.returncode == 1
+    assert "holds a different run: --nr_filters=16 (the run: 8)" in last_line(result)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def free_ports(n):

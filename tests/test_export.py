@@ -17,14 +17,15 @@ from pixel_cnn_pp.errors import ExportError
 from pixel_cnn_pp.runtime import hardware
 from pixel_cnn_pp.runtime.export import describe, export_model, next_version
 from conftest import REPO, random_images, small_pixelcnn
-from test_training import TINY_FLAGS, run_train
+from processes import in_one_process
 
 PYTHON_CALLBACK_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """An unconditional and a class-conditional export with their Keras models."""
+    """{name: (Keras model, export path, .keras file)} of an unconditional and a
+    class-conditional model."""
     root = tmp_path_factory.mktemp("exports")
     out = {}
     for name, classes in (("plain", None), ("cond", 3)):
@@ -33,7 +34,8 @@ def exported(tmp_path_factory):
         labels = None if classes is None else [0, 1, 2, 0]
         model.initialize(random_images((4, 8, 8, 3)), class_label=labels)
         path = export_model(model, str(root / name), metadata={"training_step": 7})
-        out[name] = (model, path)
+        model.save(root / f"{name}.keras")
+        out[name] = (model, path, root / f"{name}.keras")
     return out
 
 
@@ -45,7 +47,7 @@ def saved_model_cli(*args):
 
 
 def test_layout_and_metadata(exported):
-    _, path = exported["plain"]
+    _, path, _ = exported["plain"]
     assert path.endswith(os.sep + "1")
     meta = json.loads(open(os.path.join(path, "assets.extra", "metadata.json")).read())
     assert meta["image_shape"] == [8, 8, 3] and meta["training_step"] == 7
@@ -70,7 +72,7 @@ def test_saved_model_cli_show_lists_both_signatures(exported):
 
 
 def test_saved_model_cli_run_computes_bits_per_dim(exported, tmp_path):
-    model, path = exported["plain"]
+    model, path, _ = exported["plain"]
     images = random_images((2, 8, 8, 3), seed=5)
     np.save(tmp_path / "images.npy", images)
     saved_model_cli("run", "--dir", path, "--tag_set", "serve", "--signature_def",
@@ -80,45 +82,101 @@ def test_saved_model_cli_run_computes_bits_per_dim(exported, tmp_path):
     np.testing.assert_allclose(got, ops.convert_to_numpy(model.bits_per_dim(images)), rtol=1e-5)
 
 
+# A serving process: TensorFlow and the SavedModel only (asserted), then, in the same process
+# and so under the same kernel settings, the project's API on the Keras model of the export.
 FRESH_PROCESS = """
-import sys, json, numpy as np, tensorflow as tf
-path, images_file, labels = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-m = tf.saved_model.load(path)
-assert not any(k.startswith('pixel_cnn_pp') or k.startswith('pixel_snail') for k in sys.modules)
-kw = {} if labels is None else {'class_label': tf.constant(labels, tf.int32)}
-out = m.signatures['serving_default'](images=tf.constant(np.load(images_file)), **kw)
-skw = {} if labels is None else {'class_label': tf.constant(labels[0], tf.int32)}
-sample = m.signatures['sample']
-a = sample(num_samples=tf.constant(3), seed=tf.constant(11, tf.int64), **skw)['images'].numpy()
-b = sample(num_samples=tf.constant(3), seed=tf.constant(11, tf.int64), **skw)['images'].numpy()
-c = sample(num_samples=tf.constant(3), seed=tf.constant(12, tf.int64), **skw)['images'].numpy()
-np.savez(images_file + '.out.npz', bpd=out['bits_per_dim'].numpy(),
-         ll=out['log_likelihood'].numpy(), a=a, b=b, c=c)
+import json, sys, numpy as np, tensorflow as tf
+spec = json.loads(sys.argv[1])
+images, out = tf.constant(np.load(spec['images'])), {}
+for name, export in spec['exports'].items():
+    m = tf.saved_model.load(export['path'])
+    labels = export['labels']
+    kw = {} if labels is None else {'class_label': tf.constant(labels, tf.int32)}
+    scores = m.signatures['serving_default'](images=images[..., :export['channels']], **kw)
+    skw = {} if labels is None else {'class_label': tf.constant(labels[0], tf.int32)}
+    draw = lambda seed: m.signatures['sample'](num_samples=tf.constant(3),
+        seed=tf.constant(seed, tf.int64), **skw)['images'].numpy()
+    out.update({name + '/bpd': scores['bits_per_dim'].numpy(),
+                name + '/ll': scores['log_likelihood'].numpy(),
+                name + '/a': draw(11), name + '/b': draw(11), name + '/c': draw(12)})
+assert not [k for k in sys.modules if k.split('.')[0] in ('pixel_cnn_pp', 'pixel_snail')]
+sys.path.insert(0, spec['repo'])
+import keras
+import pixel_cnn_pp.model.pixelcnn  # registers the Keras class of the .keras files
+from pixel_cnn_pp.runtime import hardware
+for name, export in spec['exports'].items():
+    if export['keras']:
+        labels = export['labels']
+        model = keras.models.load_model(export['keras'])
+        out[name + '/api'] = model.sample(
+            3, seed=11, class_label=None if labels is None else [labels[0]] * 3)
+np.savez(spec['out'], settings=json.dumps(hardware.kernel_settings()), **out)
 """
 
 
-@pytest.mark.parametrize("name", ["plain", "cond"])
-def test_fresh_process_reproduces_the_keras_model(exported, tmp_path, name):
-    model, path = exported[name]
-    images = random_images((3, 8, 8, 3), seed=9)
-    labels = None if model.num_classes is None else [2, 0, 1]
-    np.save(tmp_path / "images.npy", images)
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, path, str(tmp_path / "images.npy"), json.dumps(labels)],
-        cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=""),
-        capture_output=True, text=True, timeout=300)
+def serve_in_fresh_process(exports, images, folder, environ=None):
+    """FRESH_PROCESS on `exports` {name: (export path, .keras path or None, labels or None)}
+    and `images`, in a process started with the environment `environ` (default this one's);
+    returns its outputs {name/what: array} and its kernel settings."""
+    np.save(folder / "images.npy", images)
+    spec = {"repo": str(REPO), "images": str(folder / "images.npy"),
+            "out": str(folder / "out.npz"),
+            "exports": {name: {"path": str(path), "keras": keras_file and str(keras_file),
+                               "labels": labels, "channels": int(images.shape[-1])}
+                        for name, (path, keras_file, labels) in exports.items()}}
+    environ = dict(os.environ if environ is None else environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, json.dumps(spec)], cwd=folder,
+                            env=environ, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    out = np.load(tmp_path / "images.npy.out.npz")
-    np.testing.assert_allclose(out["bpd"], ops.convert_to_numpy(
+    with np.load(folder / "out.npz") as data:
+        out = {k: data[k] for k in data.files}
+    return out, json.loads(str(out.pop("settings")))
+
+
+# The kernel settings a serving process can start with: the operator's environment cleared,
+# then oneDNN's rewrites explicitly off and on (TensorFlow's default depends on the CPU).
+SETTINGS = {"clean": {}, "onednn-off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+            "onednn-on": {"TF_ENABLE_ONEDNN_OPTS": "1"}}
+CLEAN = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+
+
+@pytest.fixture(scope="module")
+def served(exported, tmp_path_factory):
+    """{setting: (outputs, kernel settings)} of both exports served under each of SETTINGS."""
+    images = random_images((3, 8, 8, 3), seed=9)
+    exports = {name: (path, keras_file, None if model.num_classes is None else [2, 0, 1])
+               for name, (model, path, keras_file) in exported.items()}
+    out = {}
+    for setting, variables in SETTINGS.items():
+        folder = tmp_path_factory.mktemp(setting)
+        out[setting] = serve_in_fresh_process(
+            exports, images, folder, dict(CLEAN, KERAS_BACKEND="tensorflow", **variables))
+    return images, out
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("name", ["plain", "cond"])
+def test_a_serving_process_returns_the_apis_images_under_the_same_settings(
+        exported, served, name, setting):
+    """The export's scores equal the Keras model's to float rounding under any kernels; its
+    `sample` signature returns `model.sample`'s images for a seed whenever both run under the
+    same kernel settings, whatever the import order."""
+    model = exported[name][0]
+    images, results = served
+    out, settings = results[setting]
+    labels = None if model.num_classes is None else [2, 0, 1]
+    np.testing.assert_allclose(out[f"{name}/bpd"], ops.convert_to_numpy(
         model.bits_per_dim(images, class_label=labels)), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out["ll"], ops.convert_to_numpy(
+    np.testing.assert_allclose(out[f"{name}/ll"], ops.convert_to_numpy(
         model.log_likelihood(images, class_label=labels)), rtol=1e-5)
-    assert out["a"].shape == (3, 8, 8, 3) and out["a"].dtype == np.uint8
-    np.testing.assert_array_equal(out["a"], out["b"])
-    assert (out["a"] != out["c"]).any()
-    # The signature runs the API's cached sampler: model.sample's images for the same seed.
-    np.testing.assert_array_equal(out["a"], model.sample(3, seed=11, class_label=(
-        None if labels is None else [labels[0]] * 3)))
+    a = out[f"{name}/a"]
+    assert a.shape == (3, 8, 8, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, out[f"{name}/b"])
+    assert (a != out[f"{name}/c"]).any()
+    np.testing.assert_array_equal(a, out[f"{name}/api"])
+    expected = {"onednn-off": False, "onednn-on": True}.get(setting)
+    if expected is not None and settings["onednn_in_effect"] is not None:
+        assert settings["onednn_in_effect"] is expected  # the setting reached the kernels
 
 
 def graph_ops(path):
@@ -146,7 +204,7 @@ def test_exported_graphs_use_only_core_ops(exported, name):
 
 
 def test_bad_inputs_are_refused_by_the_graph(exported):
-    model, path = exported["cond"]
+    model, path, _ = exported["cond"]
     loaded = tf.saved_model.load(path)
     likelihood, sample = loaded.signatures["serving_default"], loaded.signatures["sample"]
     images = tf.constant(random_images((2, 8, 8, 3)))
@@ -214,28 +272,21 @@ def test_versions_and_overwrite(tmp_path):
     assert sorted(os.listdir(root)) == ["1", "2"]
 
 
-def run_export(args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, str(REPO / "export.py"), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-
-
-def test_train_exports_at_end_and_export_py_cli(tmp_path):
-    flags = [f for f in TINY_FLAGS if f != "--noexport_at_end"]
-    result = run_train(flags + ["--max_epochs=1", f"--save_dir={tmp_path}"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "SavedModel (TF Serving) of the EMA weights" in result.stdout
-    assert describe(str(tmp_path / "export" / "1"))["training_step"] == 3
-    result = run_export([f"--checkpoint_dir={tmp_path}", f"--export_dir={tmp_path / 'serve'}"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "exported pixel_cnn_pp (step 3, EMA weights)" in result.stdout
-    result = run_export([f"--checkpoint_dir={tmp_path}", f"--export_dir={tmp_path / 'serve'}",
-                         "--version=1"])
-    assert result.returncode != 0
-    assert "exists; pass --overwrite" in result.stderr.strip().splitlines()[-1]
-    result = run_export([f"--checkpoint_dir={tmp_path / 'nothing'}"])
-    assert result.returncode != 0
-    assert "holds no training run" in result.stderr.strip().splitlines()[-1]
+def test_export_py_cli(run_dir):
+    """export.py on a training run: a new version, an existing one refused, a folder that
+    holds no run refused (the three command lines in one process)."""
+    serve = run_dir / "serve"
+    made, exists, nothing = in_one_process("export", [
+        [f"--save_dir={run_dir}", f"--export_dir={serve}"],
+        [f"--save_dir={run_dir}", f"--export_dir={serve}", "--version=1"],
+        [f"--save_dir={run_dir / 'nothing'}"]])
+    assert made["exit"] == 0, made
+    assert "exported pixel_cnn_pp (step 4, EMA weights)" in made["stdout"]
+    assert describe(str(serve / "1"))["training_step"] == 4
+    assert exists["exit"].startswith("export.py: error:") and "exists; pass --overwrite" in \
+        exists["exit"]
+    assert nothing["exit"].startswith("export.py: error:") and "holds no training run" in \
+        nothing["exit"]
 
 
 def test_warmup_requests_replay_against_the_export(exported):
@@ -243,7 +294,7 @@ def test_warmup_requests_replay_against_the_export(exported):
         "tensorflow_serving.apis.prediction_log_pb2",
         reason="optional extra [serving]: tensorflow-serving-api pins the full tensorflow "
                "package, so CI does not install it; install it to write warm-up records")
-    model, path = exported["cond"]
+    model, path, _ = exported["cond"]
     records = list(tf.data.TFRecordDataset(os.path.join(path, "assets.extra",
                                                         "tf_serving_warmup_requests")))
     assert len(records) == 1

@@ -1,10 +1,14 @@
 """runtime/hardware.py: the CPU flags, the choices made from them, the oneDNN default and the
-kernel settings an export records (fake cpuinfo files; no TensorFlow start-up of its own)."""
+kernel settings an export records (fake cpuinfo files), and that the import order of
+TensorFlow and this project changes no process's kernels."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
+from conftest import REPO
 from pixel_cnn_pp.model import conv
 from pixel_cnn_pp.runtime import hardware
 
@@ -72,3 +76,60 @@ def test_kernel_settings_and_how_to_serve_under_them(tmp_path, monkeypatch):
             f"{hardware.ONEDNN}={value} TF_XLA_FLAGS=--tf_xla_auto_jit=2 tensorflow_model_server "
             f"--model_name=pixel_cnn_pp --model_base_path={tmp_path / 'export'} "
             "--rest_api_port=8501")
+
+
+@pytest.mark.parametrize("policy, devices, flags, hinted", [
+    ("float32", ["/job:localhost/replica:0/task:0/device:CPU:0"], "avx512f amx_bf16 amx_tile", True),
+    ("mixed_bfloat16", ["/device:CPU:0"], "avx512f amx_bf16", False),      # already bfloat16
+    ("float32", ["/device:CPU:0", "/device:CPU:1"], "avx512f avx512_bf16", False),  # no AMX
+    ("float32", ["/device:GPU:0"], "avx512f amx_bf16", False),             # the GPU does the work
+])
+def test_bfloat16_hint_only_for_float32_on_amx_cpus(tmp_path, policy, devices, flags, hinted):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 avx2 {flags}\n")
+    hint = hardware.bfloat16_hint(policy, devices, str(cpuinfo))
+    assert (hint is not None) is hinted
+    if hinted:
+        assert "--mixed_precision=mixed_bfloat16" in hint
+
+
+# The kernels a process runs do not depend on whether it imported TensorFlow or this project
+# first, and a child process inherits the same: importing the project sets nothing.
+IMPORT_ORDER = """
+import importlib, json, os, subprocess, sys
+order = sys.argv[1]
+before = dict(os.environ)
+if order == "project first":
+    import pixel_cnn_pp
+    assert dict(os.environ) == before, "importing pixel_cnn_pp changed the environment"
+import tensorflow  # it sets variables of its own
+after_tensorflow = dict(os.environ)
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+changed = set(os.environ.items()) ^ set(after_tensorflow.items())
+assert not changed, f"importing the project changed the environment: {changed}"
+from pixel_cnn_pp.runtime import hardware
+child = subprocess.run([sys.executable, "-c", "from pixel_cnn_pp.runtime import hardware; "
+                        "print(hardware.onednn_in_effect())"], capture_output=True, text=True)
+print("KERNELS" + json.dumps([os.environ.get(hardware.ONEDNN), hardware.onednn_in_effect(),
+                              child.stdout.split()[-1]]))
+"""
+
+
+def test_import_order_changes_neither_the_environment_nor_the_kernels():
+    modules = sorted(".".join(part for part in p.relative_to(REPO).with_suffix("").parts
+                              if part != "__init__")
+                     for folder in ("pixel_cnn_pp", "pixel_cnn_pp/model", "pixel_snail")
+                     for p in (REPO / folder).glob("*.py"))
+    env = {k: v for k, v in os.environ.items() if k != hardware.ONEDNN}  # TensorFlow's default
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow", PYTHONPATH=str(REPO))
+    kernels = {}
+    for order in ("tensorflow first", "project first"):
+        result = subprocess.run([sys.executable, "-c", IMPORT_ORDER, order, *modules], cwd=REPO,
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        variable, here, child = json.loads(result.stdout.split("KERNELS", 1)[1])
+        assert variable is None  # nothing set it
+        assert str(here) == child, (order, here, child)  # the child runs the same kernels
+        kernels[order] = here
+    assert kernels["tensorflow first"] == kernels["project first"]

@@ -9,7 +9,6 @@ from keras import ops
 from pixel_cnn_pp.model.autoregressive import images_to_float
 from pixel_cnn_pp.model.pixelcnn import PixelCNNpp
 from conftest import random_images, small_pixelcnn
-from fixture_checks import run_with_jax_backend
 
 
 def raster_jacobian_mask(model, image_shape, class_label=None):
@@ -145,39 +144,3 @@ def test_sampling_is_reproducible_and_seed_dependent():
     assert a.shape == (3, 4, 4, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
     assert (a != c).any()
-
-
-def test_jax_backend_reproduces_the_original(tmp_path):
-    """Forward pass and loss under KERAS_BACKEND=jax in a fresh process, against the fixture;
-    the cached sampler, jitted, against the naive one."""
-    pytest.importorskip("jax", reason="jax is a test extra: pip install -e .[test]")
-    script = """
-import sys, numpy as np, keras
-sys.path.insert(0, 'tests')
-assert keras.backend.backend() == 'jax'
-from keras import ops
-from conftest import load_fixture
-from pixel_cnn_pp.model.pixelcnn import PixelCNNpp
-from pixel_cnn_pp.model.tf1_names import tf1_variable_names
-fx = load_fixture('pixelcnn_small')
-model = PixelCNNpp((8, 8, 3), nr_resnet=1, nr_filters=16, nr_logistic_mix=3, dropout_p=0.0)
-model.build_all()
-names = tf1_variable_names(model)
-for n, v in names.items():
-    v.assign(fx.get('pre_ddi/' + n, fx['var/' + n]))
-model.initialize(fx['x_init_uint8'])
-for n, v in names.items():
-    np.testing.assert_allclose(ops.convert_to_numpy(v), fx['var/' + n], rtol=1e-4, atol=1e-5)
-out = ops.convert_to_numpy(model(fx['x']))
-np.testing.assert_allclose(out, fx['out_train'], rtol=1e-4, atol=1e-4 * np.abs(out).max())
-loss = float(ops.sum(model.nll(fx['x'])))
-np.testing.assert_allclose(loss, fx['loss_train_nats'], rtol=1e-4)
-# The samplers' jax.jit path (variables through a StatelessScope): cached == naive.
-from pixel_cnn_pp.model import sampling
-fast = ops.convert_to_numpy(sampling.continuous(model, 2, 3, method="cached"))
-naive = ops.convert_to_numpy(sampling.continuous(model, 2, 3, method="naive"))
-np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-4)
-assert np.abs(fast).max() > 0.5
-print('JAX_OK', loss)
-"""
-    run_with_jax_backend(script)

@@ -21,7 +21,7 @@ from pixel_snail.specs import SPECS
 from conftest import REPO, load_fixture, random_images
 from test_model import raster_jacobian_mask
 from fixture_checks import (RTOL, assert_ddi_matches, assert_output_and_loss,
-                            assert_per_image_loss_and_gradients, assign, run_with_jax_backend)
+                            assert_per_image_loss_and_gradients, assign)
 
 
 
@@ -304,28 +304,3 @@ def test_pixel_snail_package_does_not_use_tensorflow():
                     if isinstance(node, ast.ImportFrom)]
         assert not [m for m in modules if m.split(".")[0] == "tensorflow"], path.name
         assert not [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "tf"]
-
-
-def test_jax_backend_reproduces_the_original():
-    pytest.importorskip("jax", reason="jax is a test extra: pip install -e .[test]")
-    script = """
-import sys, numpy as np, keras
-sys.path.insert(0, 'tests')
-assert keras.backend.backend() == 'jax'
-from keras import ops
-from conftest import load_fixture
-from pixel_snail.model import PixelSNAIL
-from pixel_cnn_pp.model.tf1_names import tf1_variable_names
-fx = load_fixture('pixelsnail_small_q8')
-model = PixelSNAIL((8, 8, 3), nr_resnet=1, nr_filters=16, nr_logistic_mix=3, dropout_p=0.0,
-                   attn_rep=1, key_size=8, query_size=8)
-model.build_all()
-for n, v in tf1_variable_names(model).items():
-    v.assign(fx['var/' + n])
-out = ops.convert_to_numpy(model(fx['x']))
-np.testing.assert_allclose(out, fx['out_train'], rtol=1e-4, atol=1e-4 * np.abs(out).max())
-loss = float(ops.sum(model.nll(fx['x'])))
-np.testing.assert_allclose(loss, fx['loss_train_nats'], rtol=1e-4)
-print('JAX_OK', loss)
-"""
-    run_with_jax_backend(script)

@@ -1,9 +1,4 @@
 """PixelSNAIL through the shared training loop and export: the same commands as PixelCNN++."""
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from keras import ops
@@ -12,8 +7,9 @@ from pixel_cnn_pp.runtime import data
 from pixel_cnn_pp.runtime.config import TrainConfig
 from pixel_cnn_pp.runtime.runs import load_run
 from conftest import random_images
-from test_export import FRESH_PROCESS
-from test_training import TINY, mirrored, run_train, seeded_trainer
+from processes import in_one_process
+from test_export import serve_in_fresh_process
+from test_training import TINY, mirrored, seeded_trainer
 
 SNAIL_FLAGS = ["--model=pixel_snail", "--dataset=digits", "--nr_resnet=1", "--nr_filters=8",
                "--nr_logistic_mix=2", "--attn_rep=1", "--batch_size=8", "--init_batch_size=16",
@@ -52,24 +48,18 @@ def test_mixed_bfloat16_trains_with_a_float32_loss(tmp_path):
 
 
 def test_train_eval_export_and_reload_in_a_fresh_process(tmp_path):
-    result = run_train(SNAIL_FLAGS + [f"--save_dir={tmp_path}"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "pixel_snail on digits" in result.stdout
-    result = run_train([f"--save_dir={tmp_path}", "--mode=eval"])
-    assert result.returncode == 0, result.stderr[-2000:]
+    trained, evaluated = in_one_process("train", [
+        SNAIL_FLAGS + [f"--save_dir={tmp_path}"], [f"--save_dir={tmp_path}", "--mode=eval"]])
+    assert trained["exit"] == 0 and evaluated["exit"] == 0, (trained, evaluated)
+    assert "pixel_snail on digits" in trained["stdout"]
+    assert "test bits/dim" in evaluated["stdout"]
     run = load_run(str(tmp_path))
     model = run.model
     assert run.metadata["model"] == "pixel_snail" and run.step == 3 and model.attn_rep == 1
     images = random_images((3, 8, 8, 1), seed=4)
-    np.save(tmp_path / "images.npy", images)
-    fresh = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "export" / "1"),
-         str(tmp_path / "images.npy"), json.dumps(None)],
-        cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=""),
-        capture_output=True, text=True, timeout=300)
-    assert fresh.returncode == 0, fresh.stderr[-2000:]
-    out = np.load(tmp_path / "images.npy.out.npz")
-    np.testing.assert_allclose(out["bpd"], ops.convert_to_numpy(model.bits_per_dim(images)),
+    out, _ = serve_in_fresh_process({"snail": (tmp_path / "export" / "1", None, None)}, images,
+                                    tmp_path)
+    np.testing.assert_allclose(out["snail/bpd"], ops.convert_to_numpy(model.bits_per_dim(images)),
                                rtol=1e-5)
-    np.testing.assert_array_equal(out["a"], out["b"])
-    assert out["a"].shape == (3, 8, 8, 1)
+    np.testing.assert_array_equal(out["snail/a"], out["snail/b"])
+    assert out["snail/a"].shape == (3, 8, 8, 1)

@@ -2,21 +2,19 @@
 and reproduce the original's outputs; broken ones give the one-line report; train.py's eval and
 export.py agree on the same weights."""
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from keras import ops
 
-from conftest import FIXTURES, REPO, load_fixture
+from conftest import FIXTURES, load_fixture
 from fixture_checks import RTOL
 from pixel_cnn_pp.errors import CheckpointError
 from pixel_cnn_pp.runtime import data, tf1_checkpoint
 from pixel_cnn_pp.model.pixelcnn import PixelCNNpp
 from pixel_cnn_pp.model.tf1_names import tf1_variable_names
-from test_training import run_train
+from processes import in_one_process
 
 FIXTURE_CHECKPOINTS = ["pixelcnn_small", "pixelsnail_small_q8"]
 
@@ -140,21 +138,33 @@ def test_class_conditional_checkpoint_converts_with_ema_preferred(conditional_ch
             np.testing.assert_array_equal(ops.convert_to_numpy(variable), arrays[name + suffix])
 
 
-def test_eval_mode_equals_the_export_of_the_same_weights(conditional_checkpoint, tmp_path):
-    """One command each: train.py --mode=eval and export.py --from_tf1_checkpoint; the export's
-    log-likelihood signature over the same test images gives the same bits/dim."""
+@pytest.fixture(scope="module")
+def tf1_commands(conditional_checkpoint, tmp_path_factory):
+    """The command lines of a TF1 checkpoint's user, train.py's in one process: test bits/dim
+    (--mode=eval), architecture flags that disagree with it, fine-tuning from it; then
+    export.py on it."""
     path, _ = conditional_checkpoint
-    result = run_train(["--mode=eval", f"--init_from_tf1_checkpoint={path}", "--dataset=digits",
-                        "--batch_size=27", f"--save_dir={tmp_path / 'run'}"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    bpd = float(re.search(r"test bits/dim \(ema weights of .*\): ([\d.]+)", result.stdout)[1])
+    root = tmp_path_factory.mktemp("tf1_commands")
+    tune = [f"--tf1_checkpoint={path}", "--dataset=digits", "--batch_size=8",
+            "--steps_per_epoch=2", "--max_epochs=1", "--num_samples=0", "--noexport_at_end",
+            f"--save_dir={root / 'tuned'}"]
+    evaluated, disagreeing, tuned = in_one_process("train", [
+        ["--mode=eval", f"--tf1_checkpoint={path}", "--dataset=digits", "--batch_size=27",
+         f"--save_dir={root / 'eval'}"], tune + ["--nr_filters=16"], tune])
+    exported, = in_one_process("export", [[f"--tf1_checkpoint={path}",
+                                           f"--export_dir={root / 'export'}", "--image_size=8"]])
+    return root, {"eval": evaluated, "disagreeing": disagreeing, "tuned": tuned,
+                  "export": exported}
 
-    export = subprocess.run(
-        [sys.executable, str(REPO / "export.py"), f"--from_tf1_checkpoint={path}",
-         f"--export_dir={tmp_path / 'export'}", "--image_size=8"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert export.returncode == 0, export.stderr[-2000:]
-    serving = tf.saved_model.load(str(tmp_path / "export" / "1")).signatures["serving_default"]
+
+def test_eval_mode_equals_the_export_of_the_same_weights(tf1_commands):
+    """train.py --mode=eval and export.py --tf1_checkpoint: the export's log-likelihood
+    signature over the same test images gives the same bits/dim."""
+    root, results = tf1_commands
+    assert results["eval"]["exit"] == 0 and results["export"]["exit"] == 0, results
+    bpd = float(re.search(r"test bits/dim \(ema weights of .*\): ([\d.]+)",
+                          results["eval"]["stdout"])[1])
+    serving = tf.saved_model.load(str(root / "export" / "1")).signatures["serving_default"]
     test = data.load("digits").test  # 297 images = 11 batches of 27: none dropped
     images, labels = (np.concatenate(t) for t in zip(*[(i.numpy(), l.numpy()) for i, l in
                                                        data.batches(test, 99)]))
@@ -163,19 +173,13 @@ def test_eval_mode_equals_the_export_of_the_same_weights(conditional_checkpoint,
     np.testing.assert_allclose(bpd, float(tf.reduce_mean(out["bits_per_dim"])), atol=2e-5)
 
 
-def test_cli_reports_disagreeing_flags_and_fine_tunes(conditional_checkpoint, tmp_path):
-    path, _ = conditional_checkpoint
-    flags = [f"--init_from_tf1_checkpoint={path}", "--dataset=digits", "--batch_size=8",
-             "--steps_per_epoch=2", "--max_epochs=1", "--num_samples=0", "--noexport_at_end",
-             f"--save_dir={tmp_path / 'run'}"]
-    bad = run_train(flags + ["--nr_filters=16"])
-    assert bad.returncode != 0
-    assert bad.stderr.strip().splitlines()[-1] == (
+def test_cli_reports_disagreeing_flags_and_fine_tunes(tf1_commands):
+    root, results = tf1_commands
+    assert results["disagreeing"]["exit"] == (
         "train.py: error: settings disagree with the TF1 checkpoint: --nr_filters=16 "
         "(checkpoint: 8); drop them to use the checkpoint's")
-    assert not (tmp_path / "run").exists()
-    good = run_train(flags)
-    assert good.returncode == 0, good.stderr[-2000:]
-    assert "loaded the ema weights of TF1 checkpoint" in good.stdout
-    assert "data-dependent init" not in good.stdout
-    assert list((tmp_path / "run" / "checkpoints").glob("ckpt-2.index"))
+    good = results["tuned"]
+    assert good["exit"] == 0, good
+    assert "loaded the ema weights of TF1 checkpoint" in good["stdout"]
+    assert "data-dependent init" not in good["stdout"]
+    assert list((root / "tuned" / "checkpoints").glob("ckpt-2.index"))

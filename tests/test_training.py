@@ -19,16 +19,12 @@ from pixel_cnn_pp.runtime.config import TrainConfig
 from pixel_cnn_pp.runtime.runs import load_run
 from pixel_cnn_pp.runtime.trainer import Trainer
 from conftest import REPO
+from processes import TINY_FLAGS, in_one_process, run_train
 
 TINY = dict(model_options=dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout_p=0.0),
             batch_size=8,
             init_batch_size=16, learning_rate=3e-3, lr_decay=1.0, max_epochs=1,
             save_interval=1, steps_per_epoch=4, num_samples=0, seed=3)
-# No sample grids at checkpoints (the sampler's tracing is ~12 s per run): the demo test and
-# the sampling tests cover them.
-TINY_FLAGS = ["--dataset=digits", "--nr_resnet=1", "--nr_filters=8", "--nr_logistic_mix=2",
-              "--batch_size=8", "--init_batch_size=16", "--steps_per_epoch=3", "--num_samples=0",
-              "--dropout_p=0.2", "--lr_decay=1.0", "--noexport_at_end"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,12 +38,6 @@ def seeded_trainer(config, dataset, strategy, save_dir, **kwargs):
     """A Trainer whose weights and dropout follow `config.seed`, as train.py seeds them."""
     keras.utils.set_random_seed(config.seed)
     return Trainer(config, dataset, strategy, save_dir, **kwargs)
-
-
-def run_train(args, timeout=300, **popen):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, **popen)
 
 
 def test_mirrored_two_replicas_lowers_the_loss(tmp_path):
@@ -142,25 +132,23 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
-def test_eval_and_sample_modes(tmp_path):
-    save = f"--save_dir={tmp_path}"
-    assert run_train(TINY_FLAGS + ["--max_epochs=1", save]).returncode == 0
-    result = run_train([save, "--mode=eval"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    bpd = float(result.stdout.strip().split()[-1])
+def test_eval_and_sample_modes(run_dir):
+    save = f"--save_dir={run_dir}"
+    evaluated, sampled = in_one_process("train", [
+        [save, "--mode=eval"], [save, "--mode=sample", "--num_samples=3", "--seed=5"]])
+    assert evaluated["exit"] == 0 and sampled["exit"] == 0, (evaluated, sampled)
+    bpd = float(evaluated["stdout"].strip().split()[-1])
     # The EMA weights' own bits/dim over the 288 test images of 18 batches of 16 (the default
     # --batch_size; the last partial batch dropped, as the original).
-    model = load_run(str(tmp_path)).model
+    model = load_run(str(run_dir)).model
     test = data.load("digits").test
     images = np.concatenate([i.numpy() for i, _ in data.batches(test, 16)])
     assert len(images) == 288
     np.testing.assert_allclose(bpd, float(np.mean(model.bits_per_dim(images))), atol=1e-5)
-    result = run_train([save, "--mode=sample", "--num_samples=3", "--seed=5"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    samples = np.load(tmp_path / "samples" / "samples_seed_5.npy")
+    samples = np.load(run_dir / "samples" / "samples_seed_5.npy")
     assert samples.shape == (3, 8, 8, 1) and samples.dtype == np.uint8
-    assert (tmp_path / "samples" / "samples_seed_5.png").stat().st_size > 100
-    assert list((tmp_path / "tensorboard" / "train").iterdir())
+    assert (run_dir / "samples" / "samples_seed_5.png").stat().st_size > 100
+    assert list((run_dir / "tensorboard" / "train").iterdir())
 
 
 def _losses(tmp_path, steps, dtype="float32", **variant):
@@ -187,22 +175,6 @@ def test_mixed_bfloat16_trains_with_a_float32_loss(tmp_path):
     assert 0 < trainer.evaluate("test") < 8
 
 
-@pytest.mark.parametrize("policy, devices, flags, hinted", [
-    ("float32", ["/job:localhost/replica:0/task:0/device:CPU:0"], "avx512f amx_bf16 amx_tile", True),
-    ("mixed_bfloat16", ["/device:CPU:0"], "avx512f amx_bf16", False),      # already bfloat16
-    ("float32", ["/device:CPU:0", "/device:CPU:1"], "avx512f avx512_bf16", False),  # no AMX
-    ("float32", ["/device:GPU:0"], "avx512f amx_bf16", False),             # the GPU does the work
-])
-def test_bfloat16_hint_only_for_float32_on_amx_cpus(tmp_path, policy, devices, flags, hinted):
-    from pixel_cnn_pp.runtime.trainer import bfloat16_hint
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 avx2 {flags}\n")
-    hint = bfloat16_hint(policy, devices, str(cpuinfo))
-    assert (hint is not None) is hinted
-    if hinted:
-        assert "--mixed_precision=mixed_bfloat16" in hint
-
-
 def test_jit_compile_step_matches_the_plain_step(tmp_path):
     _, plain = _losses(tmp_path / "plain", 3)
     _, xla = _losses(tmp_path / "xla", 3, jit_compile=True)
@@ -223,6 +195,7 @@ def test_the_readme_demo(tmp_path):
                       "--num_samples=4", f"--save_dir={tmp_path / 'demo'}"])
     assert demo.returncode == 0, demo.stderr[-2000:]
     assert "pixel_cnn_pp on digits (8, 8, 1)" in demo.stdout
+    assert "SavedModel (TF Serving) of the EMA weights" in demo.stdout
     for produced in ("export/1/saved_model.pb", "samples/samples_epoch_0001.png",
                      "checkpoints/ckpt-2.index", "run.json"):
         assert (tmp_path / "demo" / produced).exists(), produced

@@ -150,8 +150,15 @@ class AutoregressiveModel(keras.Model):
     # -- sampling ---------------------------------------------------------------------------
 
     def sample(self, num_samples, seed=0, class_label=None, method="cached"):
-        """Draw `num_samples` uint8 images (N, H, W, C), reproducible for a given seed: the
-        same images as the export's `sample` signature for the same seed.
+        """Draw `num_samples` uint8 images (N, H, W, C), reproducible for a given seed.
+
+        What a seed fixes: the same images on the same machine under the same kernel settings
+        (backend, CPU or GPU, XLA, TF_ENABLE_ONEDNN_OPTS on TensorFlow), here and in the
+        export's `sample` signature, in any process and whatever the import order (this
+        package sets nothing in the environment). Under other kernels the network's outputs
+        agree to float rounding, and an image can diverge from the pixel on where a value lies
+        within that rounding of a level boundary or two mixture components nearly tie
+        (measured rates: bench/RESULTS.md, "Same images under other kernels").
 
         method="cached" (`sampling.cached`): each layer computes only what a new pixel changes,
         about one forward pass per image, as one compiled program. method="naive": the
