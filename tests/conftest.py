@@ -26,9 +26,10 @@ tf.config.set_logical_device_configuration(
 # The files by their time on 2 cores, longest first (measured with --durations; the rest are
 # under a minute each): xdist hands them out in this order, so the two workers finish
 # together instead of one running the last long file alone.
-LONGEST_FIRST = ["test_training.py", "test_reliability.py", "test_sampling.py", "test_export.py",
-                 "test_cli.py", "test_pixel_snail.py", "test_tf1_checkpoint.py", "test_model.py",
-                 "test_mixture.py", "test_train_step.py"]
+LONGEST_FIRST = ["test_training.py", "test_export.py", "test_jax_backend.py",
+                 "test_reliability.py", "test_cli.py", "test_sampling.py", "test_tf1_checkpoint.py",
+                 "test_pixel_snail_training.py", "test_model.py", "test_mixture.py",
+                 "test_hardware.py"]
 
 
 def pytest_collection_modifyitems(items):

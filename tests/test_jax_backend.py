@@ -26,7 +26,7 @@ PORTABLE = sorted(  # every module of the portable packages, the packages themse
 
 # Run first, with `import tensorflow` refused for the whole process.
 PRELUDE = """
-import importlib, json, os, sys, traceback
+import importlib, json, os, sys, time, traceback
 class Refuse:
     def find_spec(self, name, path=None, target=None):
         if name == "tensorflow" or name.startswith("tensorflow."):
@@ -41,11 +41,13 @@ for name in spec["modules"]:
     importlib.import_module(name)
 RESULTS = {}
 def section(name, source):
+    start = time.perf_counter()
     try:
         exec(source, {"spec": spec, "environ": environ})
         RESULTS[name] = "ok"
     except BaseException:
         RESULTS[name] = traceback.format_exc()
+    print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 """
 
 SECTIONS = {}
@@ -117,8 +119,9 @@ for k, v in enumerate(model.trainable_variables):
     v.assign(data[f"w{k}"])
 for k, s in enumerate(step.ema.shadows):
     s.assign(data[f"s{k}"])
-state, loss = jax.jit(step.stateless_step)(step.state(), data["images"], data["labels"])
-state, loss = jax.jit(step.stateless_step)(state, data["images"], data["labels"])
+jitted = jax.jit(step.stateless_step)  # compiled once, for both steps
+state, loss = jitted(step.state(), data["images"], data["labels"])
+state, loss = jitted(state, data["images"], data["labels"])
 np.testing.assert_allclose(float(loss), float(data["loss"]), rtol=1e-5)
 diffs = np.concatenate([np.abs(np.asarray(v) - data[f"{kind}_after{k}"]).ravel()
                         for kind, values in (("w", state[0]), ("s", state[3]))

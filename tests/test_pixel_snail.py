@@ -46,7 +46,7 @@ def model_and_names():
     return model, tf1_variable_names(model)
 
 
-# -- (a) conformance with the original ------------------------------------------------------
+# -- conformance with the original -----------------------------------------------------------------
 
 def test_variable_names_shapes_order_and_count_match_original(snail_fixture, model_and_names):
     model, names = model_and_names
@@ -100,7 +100,7 @@ def test_one_adam_step_matches_original(snail_fixture, model_and_names):
                                fx["loss_after_adam_step1_nats"], rtol=RTOL)
 
 
-# -- (b) the causal attention and the positional channels -----------------------------------
+# -- the causal attention and the positional channels ----------------------------------------------
 
 def numpy_causal_attention(q, k, v):
     """The original's arithmetic in float64 NumPy, on flattened (N, d) arrays."""
@@ -161,7 +161,7 @@ def test_positional_background_channels():
         np.testing.assert_array_equal(bg[..., 3 + c], np.broadcast_to(cols[None], (2, 8, 4)))
 
 
-# -- (c) causality of the whole network -----------------------------------------------------
+# -- causality of the whole network ----------------------------------------------------------------
 
 @pytest.mark.parametrize("output,channels", [("logistic_mixture", 3), ("bernoulli", 1)])
 def test_output_depends_only_on_earlier_pixels(output, channels):
@@ -180,7 +180,7 @@ def test_output_depends_only_on_earlier_pixels(output, channels):
     assert dep[1, 0, 0, 7]
 
 
-# -- (d) the published model ----------------------------------------------------------------
+# -- the published model ---------------------------------------------------------------------------
 
 def original_h12_noup_smallkey_variables(f=256, nr_resnet=4, nr_mix=10, attn_rep=12, q=16,
                                          channels=3):
@@ -238,7 +238,7 @@ def test_bad_arguments_are_rejected():
         small_snail(nr_filters=8).bits_per_dim(random_images((1, 8, 8, 3)), class_label=0)
 
 
-# -- (e) serialization -----------------------------------------------------------------------
+# -- serialization ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("output,channels", [("logistic_mixture", 3), ("bernoulli", 1)])
 def test_keras_save_and_load_give_identical_outputs(tmp_path, output, channels):
@@ -258,7 +258,7 @@ def test_keras_save_and_load_give_identical_outputs(tmp_path, output, channels):
         assert clone.get_config() == layer.get_config(), layer.name
 
 
-# -- (f) the Bernoulli output ---------------------------------------------------------------
+# -- the Bernoulli output --------------------------------------------------------------------------
 
 def test_bernoulli_probabilities_sum_to_one_and_match_bce():
     dist = Bernoulli(channels=2)
@@ -293,7 +293,7 @@ def test_bernoulli_sampler_and_model_sampling():
     np.testing.assert_array_equal(samples, model.sample(2, seed=3))
 
 
-# -- keras.ops only: no TensorFlow in pixel_snail/, and the JAX backend ----------------------
+# -- keras.ops only: no TensorFlow in pixel_snail/ (the JAX backend: test_jax_backend.py) ----------
 
 def test_pixel_snail_package_does_not_use_tensorflow():
     for path in (REPO / "pixel_snail").glob("*.py"):

@@ -44,7 +44,7 @@ def lose_state(run_dir, how):
         state_file.write_text("this is not a checkpoint state {{{")
 
 
-# -- 3. checkpoints never silently restart -------------------------------------------------
+# -- checkpoints never silently restart ------------------------------------------------------------
 
 def test_a_lost_state_file_resumes_from_the_checkpoints_present(tiny_run, tmp_path):
     """The checkpoint state file deleted, or garbage: the run resumes from the newest
@@ -90,7 +90,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(tiny_run, tmp_p
     assert (tmp_path / "sample" / "samples" / "samples_seed_1.npy").exists()
 
 
-# -- 4, 5, 6. refused before any work, nothing written -------------------------------------
+# -- refused before any work, nothing written ------------------------------------------------------
 # name: (how to prepare a copy of the trained run, or None for a fresh save dir; the flags
 # after RUN; the text of the one-line error)
 REFUSED = {
@@ -209,7 +209,7 @@ def test_bernoulli_trains_on_binarized_data(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-# -- 7. smaller ones -----------------------------------------------------------------------
+# -- smaller ones ----------------------------------------------------------------------------------
 
 def test_an_export_killed_while_writing_leaves_nothing_behind_the_next(tmp_path):
     model = small_pixelcnn(image_shape=(4, 4, 1), nr_filters=4, nr_logistic_mix=1)
