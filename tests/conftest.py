@@ -3,6 +3,7 @@ trained run to copy."""
 import os
 import pathlib
 import shutil
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -30,6 +31,26 @@ LONGEST_FIRST = ["test_training.py", "test_export.py", "test_jax_backend.py",
                  "test_reliability.py", "test_cli.py", "test_sampling.py", "test_tf1_checkpoint.py",
                  "test_pixel_snail_training.py", "test_model.py", "test_mixture.py",
                  "test_hardware.py"]
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_STARTED] = time.monotonic()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With TEST_BUDGET_SECONDS set (.ci/run sets it), a whole run that takes longer fails."""
+    budget = float(os.environ.get("TEST_BUDGET_SECONDS") or 0)
+    if not budget or hasattr(session.config, "workerinput"):  # xdist workers: the run is not theirs
+        return
+    took = time.monotonic() - session.config.stash[_STARTED]
+    print(f"\nthe test suite took {took:.0f} s (budget {budget:.0f} s)")
+    if took > budget and exitstatus == 0:
+        print(f"error: the test suite took {took:.0f} s, over its budget of {budget:.0f} s "
+              "(TEST_BUDGET_SECONDS); --durations lists the slowest tests")
+        session.exitstatus = 1
+
+
+_STARTED = pytest.StashKey()
 
 
 def pytest_collection_modifyitems(items):
