@@ -8,8 +8,8 @@ Two layers, one dependency rule (`runtime` may import `model`, never the reverse
 * `pixel_cnn_pp.runtime`: TensorFlow only (training loop and tf.distribute, data, checkpoints
   and runs, SavedModel export, TF1 checkpoint conversion).
 
-Importing them sets no environment variable and queries no device: which kernels run is
-TensorFlow's default and the user's environment, alike in an API process, its children and a
-serving process. The CLIs' hardware choices (oneDNN's rewrites, the filter gradient) are made
-in `pixel_cnn_pp.runtime.hardware`.
+Importing them sets no environment variable and reads nothing of the machine: which kernels
+run is TensorFlow's default and the user's environment, alike in an API process, its children
+and a serving process. The CLIs' hardware choices (oneDNN's rewrites, the filter gradient) are
+made in `pixel_cnn_pp.runtime.hardware`.
 """
