@@ -62,11 +62,14 @@ def sample(folder):
     import pixel_cnn_pp.model.pixelcnn  # noqa: F401  (the Keras classes of the .keras file)
     import pixel_snail.model  # noqa: F401
     from pixel_cnn_pp.model import sampling
+    from pixel_cnn_pp.model.autoregressive import float_to_images
     from pixel_cnn_pp.runtime import hardware
     model = keras.models.load_model(os.path.join(folder, "model.keras"))
     x = ops.convert_to_numpy(sampling.continuous(model, F.num_samples, F.seed))
     setting = os.environ[hardware.ONEDNN]
     np.save(os.path.join(folder, f"continuous_{setting}.npy"), x)
+    np.save(os.path.join(folder, f"images_{setting}.npy"),
+            ops.convert_to_numpy(float_to_images(x)))  # model.sample's rounding
     with open(os.path.join(folder, f"settings_{setting}.json"), "w") as f:
         json.dump(hardware.kernel_settings(), f)
 
@@ -84,7 +87,8 @@ def compare(folder):
          for name, value in SETTINGS.items()}
     onednn = {name: json.load(open(os.path.join(folder, f"settings_{value}.json")))[
         "onednn_in_effect"] for name, value in SETTINGS.items()}
-    levels = {name: np.floor(v * 127.5 + 128.0).clip(0, 255) for name, v in x.items()}
+    levels = {name: np.load(os.path.join(folder, f"images_{value}.npy"))
+              for name, value in SETTINGS.items()}
     n = F.num_samples
     lines = ["| images | images that differ | sub-pixels that differ | first difference: "
              "level rounding / mixture choice |", "|---|---|---|---|"]

@@ -11,6 +11,11 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).parent.parent
+# Every module of the portable packages (the packages themselves included), as import names.
+PORTABLE = sorted(
+    ".".join(part for part in path.relative_to(REPO).with_suffix("").parts if part != "__init__")
+    for folder in ("pixel_cnn_pp", "pixel_cnn_pp/model", "pixel_snail")
+    for path in (REPO / folder).glob("*.py"))
 # A PixelCNN++ that trains in seconds on the embedded digits; no sample grids at checkpoints
 # (tracing the sampler costs ~12 s a run: the demo test and the sampling tests cover them).
 TINY_FLAGS = ["--dataset=digits", "--nr_resnet=1", "--nr_filters=8", "--nr_logistic_mix=2",

@@ -14,15 +14,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, random_images
+from processes import PORTABLE
 from pixel_cnn_pp.model.registry import build_model
 from pixel_cnn_pp.model.train_step import TrainStep
 
 pytest.importorskip("jax", reason="jax is a test extra: pip install -e .[test]")
-
-PORTABLE = sorted(  # every module of the portable packages, the packages themselves included
-    ".".join(part for part in path.relative_to(REPO).with_suffix("").parts if part != "__init__")
-    for folder in ("pixel_cnn_pp", "pixel_cnn_pp/model", "pixel_snail")
-    for path in (REPO / folder).glob("*.py"))
 
 # Run first, with `import tensorflow` refused for the whole process.
 PRELUDE = """
