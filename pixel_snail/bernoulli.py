@@ -25,8 +25,13 @@ class Bernoulli:
 
         log p = t * l - softplus(l) with t = [x > 0]: minus BCE-with-logits, stable for any l.
         """
+        return ops.sum(self.log_prob_subpixels(x, params), axis=-1)
+
+    def log_prob_subpixels(self, x, params):
+        """Per-channel terms in nats, (..., C): the channels are independent given the logits,
+        so these are the chain-rule conditionals too (one channel: the pixel term)."""
         target = ops.cast(x > 0, params.dtype)
-        return ops.sum(target * params - ops.softplus(params), axis=-1)
+        return target * params - ops.softplus(params)
 
     def uniform_shapes(self, lead_shape):
         """One uniform per channel for parameters of shape lead + (C,)."""

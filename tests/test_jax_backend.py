@@ -127,7 +127,8 @@ assert diffs.max() < 5e-5 and np.mean(diffs > 1e-6) < 0.01, (diffs.max(), np.mea
 
 # The samplers under jax.jit (variables through a StatelessScope): teacher-forced steps equal
 # the full forward pass, cached images equal naive ones (a class-conditional PixelCNN++ and a
-# grayscale PixelSNAIL; each compiles three programs).
+# grayscale PixelSNAIL; each compiles three programs); the likelihood's reductions agree; a
+# rounded sample's prefix completes to it.
 SECTIONS["sampling"] = """
 import numpy as np
 from keras import ops
@@ -144,6 +145,16 @@ for size, channels, num_classes, snail in ((8, 3, 3, False), SAMPLING_CASES["sna
     cached = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, 'cached'))
     naive = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, 'naive'))
     assert_same_images(cached, naive)
+    images = random_images((2, size, size, channels), seed=3)
+    pixel = np.asarray(model.log_likelihood(images, labels, reduce="pixel"))
+    subpixel = np.asarray(model.log_likelihood(images, labels, reduce="subpixel"))
+    image = np.asarray(model.log_likelihood(images, labels))
+    np.testing.assert_allclose(pixel.sum(axis=(1, 2)), image, rtol=1e-4)
+    np.testing.assert_allclose(subpixel.sum(axis=-1), pixel, rtol=1e-4, atol=1e-5)
+drawn = model.sample(2, seed=7, rounded=True)  # the grayscale PixelSNAIL: complete its prefix
+known = np.zeros(model.image_shape[:2], bool)
+known[:3] = True
+np.testing.assert_array_equal(model.complete(drawn, known, seed=7), drawn)
 """
 
 # Training-step settings. Adam's first steps are lr * g / sqrt(g^2 + eps): with the original's

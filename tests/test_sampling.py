@@ -11,6 +11,7 @@ from conftest import random_images, small_pixelcnn
 from models import SAMPLING_CASES, assert_same_images, sampling_model
 from pixel_cnn_pp.model import sampling
 from pixel_cnn_pp.model.autoregressive import float_to_images, images_to_float
+from pixel_snail.model import PixelSNAIL
 
 # One model per case for the whole file: the samplers compiled for it are kept with it, so the
 # tests of a case trace each program once.
@@ -87,3 +88,50 @@ def test_a_bfloat16_model_samples_in_float32():
     assert images.dtype == np.uint8 and images.shape == (2, 8, 8, 3)
     assert len(np.unique(images)) > 20
     np.testing.assert_array_equal(images, model.sample(2, seed=4))
+
+
+@pytest.mark.parametrize("case", ["pixelcnn-classes-16", "snail-gray-6"])
+def test_completing_a_rounded_samples_prefix_returns_that_sample(case):
+    """`complete` keeps the known pixels and draws the others with `sample`'s draws, feeding
+    drawn pixels back at their levels: the top rows of `sample(rounded=True)` complete to it,
+    nothing known gives it too, and another seed keeps the prefix and draws another rest."""
+    size, channels, num_classes, snail = SAMPLING_CASES[case]
+    model = case_model(size, channels, num_classes, snail)
+    labels = None if num_classes is None else np.array([1, 3], np.int32)
+    drawn = model.sample(2, seed=7, class_label=labels, rounded=True)
+    known = np.zeros((size, size), bool)
+    known[:size // 2] = True
+    np.testing.assert_array_equal(model.complete(drawn, known, seed=7, class_label=labels), drawn)
+    np.testing.assert_array_equal(
+        model.complete(drawn, np.zeros_like(known), seed=7, class_label=labels), drawn)
+    other = model.complete(drawn, known, seed=8, class_label=labels)
+    np.testing.assert_array_equal(other[:, :size // 2], drawn[:, :size // 2])
+    assert (other[:, size // 2:] != drawn[:, size // 2:]).mean() > 0.3
+    # Continuous feedback (the original's) conditions later pixels on off-grid values.
+    assert not np.array_equal(model.sample(2, seed=7, class_label=labels), drawn)
+
+
+def test_completion_keeps_every_known_pixel_of_any_mask_and_checks_its_inputs():
+    model = case_model(8, 3, None, False)
+    images = random_images((3, 8, 8, 3), seed=9)
+    known = np.random.RandomState(0).rand(3, 8, 8) < 0.5
+    done = model.complete(images, known, seed=1)
+    np.testing.assert_array_equal(done[known], images[known])
+    assert (done[~known] != images[~known]).mean() > 0.5
+    with pytest.raises(ValueError, match="known must be a boolean mask, got dtype int64"):
+        model.complete(images, known.astype(np.int64))
+    with pytest.raises(ValueError, match=r"known has shape \(8, 4\); expected \(8, 8\) or "
+                                         r"\(3, 8, 8\)"):
+        model.complete(images, known[0, :, :4])
+
+
+def test_a_binary_models_samples_complete_without_rounding():
+    """Bernoulli draws are levels already: `sample`'s default images complete to themselves."""
+    model = PixelSNAIL(image_shape=(6, 6, 1), nr_resnet=1, nr_filters=8, attn_rep=1,
+                       key_size=4, dropout_p=0.0, output="bernoulli")
+    model.build_all()
+    model.initialize(random_images((8, 6, 6, 1), seed=1) // 128 * 255)
+    drawn = model.sample(3, seed=2)
+    known = np.zeros((6, 6), bool)
+    known[:2] = True
+    np.testing.assert_array_equal(model.complete(drawn, known, seed=2), drawn)

@@ -8,22 +8,15 @@ from keras import ops
 
 from pixel_cnn_pp.errors import ConfigError, DataError
 from pixel_cnn_pp.model import sampling
+from pixel_cnn_pp.model.levels import float_to_images, images_to_float  # noqa: F401 (API)
 from pixel_cnn_pp.model.passes import INIT
 
 
 # Keras dtype policies a model may take: bfloat16 compute with float32 variables needs no loss
 # scaling; the loss and bits/dim are float32 in both (`nll`).
 PRECISIONS = ("float32", "mixed_bfloat16")
-
-
-def images_to_float(images):
-    """uint8 images -> float32 in [-1, 1], as the original: (x - 127.5) / 127.5."""
-    return (ops.cast(images, "float32") - 127.5) / 127.5
-
-
-def float_to_images(x):
-    """Continuous samples in [-1, 1] -> uint8, rounded to the nearest of the 256 levels."""
-    return ops.cast(ops.round(ops.clip(x * 127.5 + 127.5, 0.0, 255.0)), "uint8")
+# What `log_likelihood` returns a term for: each image (B,), pixel (B, H, W), sub-pixel (B, H, W, C).
+REDUCTIONS = ("image", "pixel", "subpixel")
 
 
 class AutoregressiveModel(keras.Model):
@@ -137,19 +130,41 @@ class AutoregressiveModel(keras.Model):
         params = ops.cast(self(x, class_label=class_label, training=training), "float32")
         return -ops.sum(self.distribution.log_prob(x, params), axis=(1, 2))
 
-    def log_likelihood(self, images, class_label=None):
-        """log p(images) in nats, (B,), for uint8 images (B, H, W, C)."""
+    def log_prob(self, x, class_label=None, reduce="image"):
+        """log-likelihood in nats of x in [-1, 1] (B, H, W, C), dropout off, float32: per image
+        (B,), per pixel (B, H, W) or per sub-pixel (B, H, W, C), as `reduce` says (REDUCTIONS).
+        Sub-pixel terms are the chain-rule conditionals of the output distribution (for the
+        mixture log p(R), log p(G | R), log p(B | R, G)); they sum to the pixel terms, and those
+        to the image's, to float rounding. The image term is `-nll`, the loss's arithmetic."""
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"reduce={reduce!r} is not one of {', '.join(REDUCTIONS)}")
+        if reduce == "image":
+            return -self.nll(x, class_label)
+        params = ops.cast(self(x, class_label=class_label), "float32")
+        if reduce == "subpixel":
+            return self.distribution.log_prob_subpixels(x, params)
+        return self.distribution.log_prob(x, params)
+
+    def log_likelihood(self, images, class_label=None, reduce="image"):
+        """log p in nats of uint8 images (B, H, W, C): (B,) per image (`reduce="image"`), (B, H,
+        W) per pixel or (B, H, W, C) per sub-pixel (`log_prob`). Per-pixel terms are causal: a
+        pixel's term depends on it and the pixels before it in raster order only."""
         images = self._check_images(images)
         labels = self._check_labels(class_label, images.shape[0])
-        return -self.nll(images_to_float(images), labels)
+        return self.log_prob(images_to_float(images), labels, reduce)
 
-    def bits_per_dim(self, images, class_label=None):
-        """-log2 p(images) / (H*W*C), (B,). Its batch mean is the original's bits/dim."""
-        return -self.log_likelihood(images, class_label) / (math.log(2.0) * self.num_dims)
+    def bits_per_dim(self, images, class_label=None, reduce="image"):
+        """-log2 p / dimensions, (B,) per image: its batch mean is the original's bits/dim.
+        reduce="pixel" (B, H, W) divides each pixel's term by C, "subpixel" (B, H, W, C) each
+        term by 1: the mean of either over an image is the image's bits/dim."""
+        per = {"image": self.num_dims, "pixel": self.image_shape[-1], "subpixel": 1}
+        if reduce not in per:
+            raise ValueError(f"reduce={reduce!r} is not one of {', '.join(REDUCTIONS)}")
+        return -self.log_likelihood(images, class_label, reduce) / (math.log(2.0) * per[reduce])
 
     # -- sampling ---------------------------------------------------------------------------
 
-    def sample(self, num_samples, seed=0, class_label=None, method="cached"):
+    def sample(self, num_samples, seed=0, class_label=None, method="cached", rounded=False):
         """Draw `num_samples` uint8 images (N, H, W, C), reproducible for a given seed.
 
         What a seed fixes: the same images on the same machine under the same kernel settings
@@ -167,6 +182,12 @@ class AutoregressiveModel(keras.Model):
         give the same images up to float rounding (a value within ~1e-6 of a level boundary may
         round to the neighbouring level). Under mixed_bfloat16 they differ by bfloat16 rounding,
         which can flip a mixture choice, so only float32 models give the same images.
+
+        rounded=False feeds each drawn pixel back into the network as the continuous value the
+        mixture's sampler returns, as the original does ("we don't actually round"); rounded=True
+        feeds it back as the level it is returned as, so every pixel is conditioned on the
+        returned image: exact ancestral sampling across pixels, and the images `complete`
+        reproduces from their prefixes. Binary outputs draw levels already: the same images.
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
                 or num_samples <= 0:
@@ -174,7 +195,34 @@ class AutoregressiveModel(keras.Model):
         if method not in sampling.METHODS:
             raise ValueError(f"method={method!r} is not one of {sorted(sampling.METHODS)}")
         labels = self._check_labels(class_label, int(num_samples))
-        x = sampling.continuous(self, num_samples, seed, labels, method)
+        x = sampling.continuous(self, num_samples, seed, labels, method, rounded)
+        return ops.convert_to_numpy(float_to_images(x))
+
+    def complete(self, images, known, seed=0, class_label=None):
+        """uint8 images (B, H, W, C) with the pixels where `known` is false drawn by the cached
+        sampler, in raster order, from the model conditioned on every pixel before them (given
+        or drawn); known pixels are returned as given. `known`: bool (H, W) for every image or
+        (B, H, W). The draws are `sample`'s for `seed`, and drawn pixels are fed back at their
+        levels, so completing the first rows of `sample(n, seed=s, rounded=True)` with seed s
+        returns that sample (for a binary output, of `sample(n, seed=s)`).
+
+        Exact: a known prefix in raster order (e.g. the top rows) conditions every pixel after
+        it, as the model's chain rule says. Not exact: a known pixel after a drawn one (e.g. the
+        bottom half known) does not inform it, as the model cannot look ahead; such pixels are
+        kept, but the drawn ones before them ignore them (the usual approximation).
+        """
+        images = self._check_images(images)
+        batch = images.shape[0]
+        known = np.asarray(ops.convert_to_numpy(known))
+        if known.dtype != bool:
+            raise DataError(f"known must be a boolean mask, got dtype {known.dtype}")
+        if known.shape == self.image_shape[:2]:
+            known = np.broadcast_to(known, (batch,) + known.shape)
+        if known.shape != (batch,) + self.image_shape[:2]:
+            raise DataError(f"known has shape {known.shape}; expected {self.image_shape[:2]} or "
+                            f"({batch}, {', '.join(map(str, self.image_shape[:2]))})")
+        labels = self._check_labels(class_label, batch)
+        x = sampling.complete(self, images_to_float(images), known, seed, labels)
         return ops.convert_to_numpy(float_to_images(x))
 
     def get_config(self):

@@ -88,6 +88,27 @@ def discretized_mix_logistic_log_prob(x, l):
     return log_sum_exp(log_probs + log_prob_from_logits(logits))
 
 
+def discretized_mix_logistic_log_prob_subpixels(x, l):
+    """Per-sub-pixel log-likelihoods in nats, the exact chain-rule conditionals of the mixture:
+    log p(R), log p(G | R), log p(B | R, G). x: (..., C) in [-1, 1]; l: (..., P) -> (..., C).
+
+    The mixture is over whole pixels (each component couples R, G and B), so the conditionals
+    are not per-component terms: with a_c[k] = log pi_k + the component's log-probabilities of
+    channels 0..c (cumulative), log p(channel c | earlier) = LSE_k a_c - LSE_k a_(c-1), the
+    mixture weights updated by the channels seen. They sum to `discretized_mix_logistic_log_prob`
+    to float rounding (telescoping) and each is normalised over its 256 levels. C = 1: the
+    pixel term.
+    """
+    channels = x.shape[-1]
+    logits, means, log_scales, coeffs = _unpack(l, channels)
+    x = ops.expand_dims(x, -1)
+    if channels == 3:
+        means = coupled_means(x, means, coeffs)
+    cumulative = ops.cumsum(_log_prob_bin(x, means, log_scales), axis=-2)  # (..., C, M)
+    totals = log_sum_exp(cumulative + ops.expand_dims(log_prob_from_logits(logits), -2))
+    return ops.concatenate([totals[..., :1], totals[..., 1:] - totals[..., :-1]], axis=-1)
+
+
 def discretized_mix_logistic_loss(x, l, sum_all=True):
     """Ports `nn.discretized_mix_logistic_loss`: negative log-likelihood in nats.
 
@@ -142,6 +163,10 @@ class DiscretizedMixLogistic:
     def log_prob(self, x, params):
         """Per-pixel log-likelihood in nats: (..., C), (..., P) -> (...)."""
         return discretized_mix_logistic_log_prob(x, params)
+
+    def log_prob_subpixels(self, x, params):
+        """Per-sub-pixel chain-rule terms in nats: (..., C), (..., P) -> (..., C)."""
+        return discretized_mix_logistic_log_prob_subpixels(x, params)
 
     def uniform_shapes(self, lead_shape):
         """Shapes of the uniform draws `sample` consumes for parameters of shape lead + (P,)."""

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 from keras import ops, tree
 
+from pixel_cnn_pp.model.levels import to_levels
 from pixel_cnn_pp.model.mixture import UNIFORM_MIN
 from pixel_cnn_pp.model.steps import PixelStep, RowStep
 from pixel_cnn_pp.model.weight_norm import _WeightNormBase
@@ -108,17 +109,37 @@ def _seed(seed):
 
 # --- the two samplers, as plain functions of keras.ops (any batch size, any backend) --------
 
-def naive(model, num_samples, seed, labels=None):
+def _writer(model, num_samples, seed, rounded=False, given=None, known=None):
+    """on_pixel(k, params (N, P), image) -> image with raster pixel k drawn from its parameters
+    with `pixel_uniforms` and written back: continuous as the original, or moved to its level
+    with `rounded`; where `known` (N, H, W) is true, the pixel of `given` (N, H, W, C) instead."""
+    height, width, channels = model.image_shape
+    if given is not None:
+        given = ops.reshape(given, (-1, height * width, channels))
+        known = ops.reshape(known, (-1, height * width))
+
+    def write(k, params, image):
+        value = model.distribution.sample(ops.cast(params, "float32"),  # as the loss: float32
+                                          pixel_uniforms(model, num_samples, seed, k))
+        if rounded:
+            value = to_levels(value)
+        if given is not None:
+            at = ops.reshape(k, (1,))
+            value = ops.where(ops.take(known, at, axis=1), ops.take(given, at, axis=1)[:, 0], value)
+        return _put(image, k, value)
+
+    return write
+
+
+def naive(model, num_samples, seed, labels=None, rounded=False):
     """Continuous samples (N, H, W, C) in [-1, 1]: one full forward pass per pixel."""
     height, width, channels = model.image_shape
-    seed = _seed(seed)
+    write = _writer(model, num_samples, _seed(seed), rounded)
 
     def pixel(k, image):
         params = model(image, class_label=labels, training=False)
         flat = ops.reshape(params, (-1, height * width, params.shape[-1]))
-        here = ops.cast(ops.take(flat, ops.reshape(k, (1,)), axis=1)[:, 0], "float32")
-        value = model.distribution.sample(here, pixel_uniforms(model, num_samples, seed, k))
-        return _put(image, k, value)
+        return write(k, ops.take(flat, ops.reshape(k, (1,)), axis=1)[:, 0], image)
 
     return ops.fori_loop(0, height * width, pixel,
                          ops.zeros((num_samples, height, width, channels)))
@@ -195,18 +216,22 @@ def _steps_over_pixels(model, image, labels, on_pixel, carry):
     return image, carry
 
 
-def cached(model, num_samples, seed, labels=None):
+def cached(model, num_samples, seed, labels=None, rounded=False):
     """Continuous samples (N, H, W, C) in [-1, 1]: those of `naive` for the same seed, up to
     float rounding, at about the cost of one forward pass."""
-    seed = _seed(seed)
-
-    def draw(k, params, image, carry):
-        value = model.distribution.sample(ops.cast(params, "float32"),  # as the loss: float32
-                                          pixel_uniforms(model, num_samples, seed, k))
-        return _put(image, k, value), carry
-
+    write = _writer(model, num_samples, _seed(seed), rounded)
     image = ops.zeros((num_samples,) + model.image_shape)
-    return _steps_over_pixels(model, image, labels, draw, ())[0]
+    return _steps_over_pixels(model, image, labels, lambda k, p, x, c: (write(k, p, x), c), ())[0]
+
+
+def completion(model, x, known, seed, labels=None):
+    """x (N, H, W, C) in [-1, 1] completed where `known` (N, H, W) is false: the cached sampler
+    with each pixel kept from x where known, else drawn and fed back at its level (`rounded`),
+    so that completing a prefix of a `rounded` sample with its seed returns that sample."""
+    num_samples = ops.shape(x)[0]
+    write = _writer(model, num_samples, _seed(seed), True, x, known)
+    image = ops.zeros_like(x)  # pixels enter as the loop reaches them, as in `cached`
+    return _steps_over_pixels(model, image, labels, lambda k, p, y, c: (write(k, p, y), c), ())[0]
 
 
 def teacher_forced(model, x, labels=None):
@@ -224,14 +249,25 @@ def teacher_forced(model, x, labels=None):
 METHODS = {"cached": cached, "naive": naive}
 
 
-def continuous(model, num_samples, seed=0, labels=None, method="cached"):
+def continuous(model, num_samples, seed=0, labels=None, method="cached", rounded=False):
     """`method`'s samples (N, H, W, C) in [-1, 1], from its compiled program (one per model,
-    method and batch size); labels: (N,) int32 or None."""
+    method, `rounded` and batch size); labels: (N,) int32 or None."""
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {sorted(METHODS)}")
-    fn = compiled_for(model, method,
-                      lambda n, seed, labels: METHODS[method](model, n, seed, labels),
+    rounded = bool(rounded)
+    fn = compiled_for(model, method + ("-rounded" if rounded else ""),
+                      lambda n, seed, labels: METHODS[method](model, n, seed, labels, rounded),
                       static_argnums=(0,))
     if labels is not None:
         labels = ops.convert_to_tensor(labels, "int32")
     return fn(int(num_samples), _seed(seed), labels)
+
+
+def complete(model, x, known, seed=0, labels=None):
+    """`completion` from its compiled program (one per model and batch size): x (N, H, W, C)
+    float32 in [-1, 1], known (N, H, W) bool, labels (N,) int32 or None."""
+    fn = compiled_for(model, "complete", lambda x, known, seed, labels: completion(
+        model, x, known, seed, labels))
+    if labels is not None:
+        labels = ops.convert_to_tensor(labels, "int32")
+    return fn(x, ops.convert_to_tensor(known, "bool"), _seed(seed), labels)
