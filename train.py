@@ -5,6 +5,9 @@
     python train.py --save_dir=runs/c10 --mode=eval     # test bits/dim with the EMA weights
     python train.py --save_dir=runs/c10 --mode=sample --num_samples=64 --seed=3
     python train.py --mode=eval --dataset=cifar10 --tf1_checkpoint=pxpp/params_cifar.ckpt
+    python train.py --preset=demo --save_dir=runs/bg --mutation_rate=0.2 --l2_weight=1e-4
+    python train.py --save_dir=runs/demo --mode=score --background_dir=runs/bg --ood_dataset=noise
+    python train.py --save_dir=runs/demo --mode=complete --known_rows=4
 
 This file only parses flags and dispatches; the modes are pixel_cnn_pp/runtime/commands.py, the
 models are in pixel_cnn_pp/model/ and pixel_snail/.
@@ -29,7 +32,9 @@ from pixel_cnn_pp.runtime.config import TrainConfig, from_settings  # noqa: E402
 PRESETS = registry.presets()
 _D = TrainConfig()
 F = flags.FLAGS
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "score", "complete"],
+                  "What to do: train; eval (test bits/dim); sample (a grid); score (CSV of "
+                  "likelihoods, OOD metrics); complete (the bottom rows of test images).")
 flags.DEFINE_string("preset", None, f"Start from a named set-up: {', '.join(PRESETS)}.")
 flags.DEFINE_enum("model", _D.model, registry.model_names(), "Model to train.")
 flags.DEFINE_string("dataset", "digits",
@@ -73,6 +78,11 @@ flags.DEFINE_integer("num_samples", _D.num_samples,
 flags.DEFINE_integer("seed", _D.seed, "Seed of the weights, dropout, data order and sampling.")
 flags.DEFINE_bool("jit_compile", _D.jit_compile,
                   "Compile the forward + backward of a training step with XLA.")
+flags.DEFINE_float("mutation_rate", _D.mutation_rate,
+                   "Background model for likelihood ratios: probability that each training "
+                   "sub-pixel is replaced by a random level (Ren et al. use 0.1-0.3).")
+flags.DEFINE_float("l2_weight", _D.l2_weight,
+                   "Background model: L2 penalty on the applied weights, per image (0: none).")
 flags.DEFINE_string("tf1_checkpoint", None,
                     "Checkpoint of the original TF1 code (prefix or folder): train from its "
                     "weights instead of data-dependent init, or --mode=eval/sample them. The "
@@ -90,13 +100,24 @@ flags.DEFINE_bool("allow_changed_hparams", False,
                   "the step they changed at); without it such a resume is refused.")
 flags.DEFINE_bool("export_at_end", True,
                   "After training, export the EMA weights as a SavedModel to <save_dir>/export.")
+# Scoring and completion.
+flags.DEFINE_string("background_dir", None,
+                    "--mode=score: run folder of a background model (trained with "
+                    "--mutation_rate) for likelihood ratios.")
+flags.DEFINE_string("ood_dataset", None,
+                    "--mode=score: out-of-distribution set to detect: a --dataset name (its "
+                    "test split), inverted (255 - the test images) or noise (uniform images).")
+flags.DEFINE_string("ood_data_dir", None, "Folder of images for --ood_dataset=folder.")
+flags.DEFINE_integer("known_rows", -1,
+                     "--mode=complete: rows of each test image given (-1: the top half).")
+flags.DEFINE_integer("completions", 3, "--mode=complete: completions per image.")
 
 
 # Flags that are run settings (`config.from_settings`): a preset gives them, a flag wins.
 SETTINGS = ("model", "dataset", "binarize", "mixed_precision", *MODEL_FLAGS, "class_conditional",
             "batch_size", "init_batch_size", "learning_rate", "lr_decay", "adam_epsilon",
             "polyak_decay", "max_epochs", "save_interval", "steps_per_epoch", "num_samples",
-            "seed", "jit_compile")
+            "seed", "jit_compile", "mutation_rate", "l2_weight")
 
 
 def resolve_config():
@@ -123,7 +144,9 @@ def resolve_config():
         dataset=dataset, binarize=binarize, data_dir=F.data_dir, tfds_data_dir=F.tfds_data_dir,
         strategy=F.strategy, cpu_replicas=F.cpu_replicas, global_batch_size=F.global_batch_size,
         eval_split=F.eval_split, allow_changed_hparams=F.allow_changed_hparams,
-        export_at_end=F.export_at_end)
+        export_at_end=F.export_at_end, background_dir=F.background_dir,
+        ood_dataset=F.ood_dataset, ood_data_dir=F.ood_data_dir, known_rows=F.known_rows,
+        completions=F.completions)
     return config, options, tf1
 
 

@@ -20,11 +20,13 @@ class TrainStep:
     tf.distribute strategy's scope to mirror them).
 
     learning_rate, lr_decay, adam_epsilon, polyak_decay: the original's flags of those names.
+    l2_weight: lambda of `penalty` (0: none, the original's step).
     """
 
     def __init__(self, model, learning_rate=1e-3, lr_decay=0.999995, adam_epsilon=1e-8,
-                 polyak_decay=0.9995):
+                 polyak_decay=0.9995, l2_weight=0.0):
         self.model = model
+        self.l2_weight = float(l2_weight)
         self.ema = PolyakAverage(model.trainable_variables, polyak_decay)
         self.optimizer = OriginalAdam(learning_rate, lr_decay=lr_decay, epsilon=adam_epsilon)
         self.optimizer.build(model.trainable_variables)
@@ -33,6 +35,17 @@ class TrainStep:
         """Summed nats of a batch of uint8 images (B, H, W, C), dropout on: the original's loss
         (not a mean). `labels`: (B,) ints for a class-conditional model, else None."""
         return ops.sum(self.model.nll(images_to_float(images), labels, training=True))
+
+    def penalty(self, num_images):
+        """l2_weight x num_images x the sum of squares of the weights the network applies,
+        biases excluded: a weight-normalised layer applies g V / ||V||, whose squared norm is
+        sum(g^2) (V's norm does not change the function), and the class conditioning applies
+        hw as it is. Added to the summed nats of `num_images` images, so that per image the
+        objective is nats + lambda ||w||^2 however a batch is split over replicas (Ren et al.'s
+        background models add lambda ||w||^2 to a mean loss)."""
+        weights = [v for v in self.model.trainable_variables if v.name in ("g", "hw")]
+        squares = ops.sum(ops.stack([ops.sum(ops.square(w)) for w in weights]))
+        return self.l2_weight * ops.cast(num_images, "float32") * squares
 
     def apply(self, grads):
         """The original Adam update of the model's trainable variables."""

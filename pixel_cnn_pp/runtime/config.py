@@ -32,6 +32,10 @@ class TrainConfig:
     num_samples: int = 16  # per sample grid at each checkpoint; 0: no grids
     seed: int = 1
     jit_compile: bool = False  # XLA for the forward + backward of a training step
+    # A likelihood-ratio background model (Ren et al. 2019): training images perturbed and the
+    # weights penalised; 0 is the original's training, bit for bit.
+    mutation_rate: float = 0.0  # probability that a training sub-pixel is a random level
+    l2_weight: float = 0.0  # lambda of the L2 penalty on the applied weights, per image
     tf1_checkpoint: str = ""  # start from an original TF1 checkpoint instead of DDI
     tf1_weights: str = "ema"  # its Polyak shadows ("ema") or raw weights ("raw")
 
@@ -46,6 +50,8 @@ class TrainConfig:
         _check("adam_epsilon", self.adam_epsilon, lambda v: 0 < v < math.inf,
                "positive and finite")
         _check("polyak_decay", self.polyak_decay, lambda v: 0 <= v < 1, "in [0, 1)")
+        _check("mutation_rate", self.mutation_rate, lambda v: 0 <= v <= 1, "in [0, 1]")
+        _check("l2_weight", self.l2_weight, lambda v: 0 <= v < math.inf, ">= 0 and finite")
         if self.tf1_weights not in ("ema", "raw"):
             raise ConfigError(f"--tf1_weights={self.tf1_weights!r} is not one of ema, raw")
 

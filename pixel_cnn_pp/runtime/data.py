@@ -157,6 +157,23 @@ def is_binary(split):
     return bool(split.map(binary).reduce(True, lambda all_so_far, b: all_so_far & b))
 
 
+def mutate(batches, rate, key):
+    """Batches of (uint8 images, labels) with each sub-pixel independently replaced, with
+    probability `rate`, by a level drawn uniformly from the 256: the perturbation of Ren et al.
+    2019 ("Likelihood ratios for out-of-distribution detection") that trains a background
+    model. Stateless draws keyed by `key` (two ints: the run's seed and the epoch) and the
+    batch's index, so a rerun or a resumed epoch sees the same batches. A drawn level equals
+    the original with probability 1/256, so rate x 255/256 of the sub-pixels change."""
+    def apply(index, batch):
+        images, labels = batch
+        seeds = [tf.stack([tf.cast(key[0], tf.int64), tf.cast(key[1], tf.int64) * 2 ** 32
+                           + 2 * index + draw]) for draw in (0, 1)]
+        replace = tf.random.stateless_uniform(tf.shape(images), seeds[0]) < rate
+        levels = tf.random.stateless_uniform(tf.shape(images), seeds[1], 0, 256, tf.int32)
+        return tf.where(replace, tf.cast(levels, tf.uint8), images), labels
+    return batches.enumerate().map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def batches(dataset, batch_size, shuffle_seed=None, size=None):
     """Batch a split: shuffled with `shuffle_seed` (None: keep order), last batch dropped."""
     if shuffle_seed is not None:

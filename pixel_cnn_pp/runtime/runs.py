@@ -24,6 +24,7 @@ from pixel_cnn_pp.errors import CheckpointError
 from pixel_cnn_pp.model.optim import PolyakAverage
 from pixel_cnn_pp.model.registry import build_model
 from pixel_cnn_pp.runtime import atomic
+from pixel_cnn_pp.runtime.config import TrainConfig
 
 RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -75,6 +76,8 @@ def run_differences(old, new):
                     for key in sorted(set(old_options) | set(new_options))
                     if old_options.get(key) != new_options.get(key)]
     old_config, new_config = old.get("train_config", {}), new["train_config"]
+    # A setting added since a run.json was written is that run's default (its behaviour then).
+    old_config = {**dataclasses.asdict(TrainConfig()), **old_config}
     return differences + [(key, old_config.get(key), value) for key, value in new_config.items()
                           if key not in FREE_TO_CHANGE and old_config.get(key) != value]
 

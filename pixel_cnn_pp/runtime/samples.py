@@ -8,12 +8,12 @@ import tensorflow as tf
 from pixel_cnn_pp.runtime import atomic
 
 
-def image_grid(images, min_side=256):
+def image_grid(images, min_side=256, cols=None):
     """(N, H, W, C) uint8 -> one (rows*H*s, cols*W*s, C) grid, upscaled by an integer s so that
-    small images stay visible, with 1-pixel gaps."""
+    small images stay visible, with 1-pixel gaps; `cols` images per row (default: a square)."""
     images = np.asarray(images)
     n, h, w, c = images.shape
-    cols = math.ceil(math.sqrt(n))
+    cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     scale = max(1, min_side // (cols * w))
     tiles = images.repeat(scale, axis=1).repeat(scale, axis=2)
@@ -25,11 +25,12 @@ def image_grid(images, min_side=256):
     return grid
 
 
-def write(save_dir, images, stem):
-    """Write uint8 images (N, H, W, C) as a grid PNG and an .npy file; returns the PNG path."""
+def write(save_dir, images, stem, cols=None):
+    """Write uint8 images (N, H, W, C) as a grid PNG (`cols` per row) and an .npy file; returns
+    the PNG path."""
     folder = os.path.join(save_dir, "samples")
     tf.io.gfile.makedirs(folder)
     path = os.path.join(folder, stem + ".png")
-    atomic.save_png(path, image_grid(images))
+    atomic.save_png(path, image_grid(images, cols=cols))
     atomic.save_npy(os.path.join(folder, stem + ".npy"), images)
     return path

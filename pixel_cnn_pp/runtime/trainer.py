@@ -112,7 +112,7 @@ class Trainer:
             check_data_fits(self.model, dataset, self.global_batch, config.init_batch_size)
             # Shadows before DDI, as the original (their g and b start at 1 and 0).
             self.step = TrainStep(self.model, config.learning_rate, config.lr_decay,
-                                  config.adam_epsilon, config.polyak_decay)
+                                  config.adam_epsilon, config.polyak_decay, config.l2_weight)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.ema, self.optimizer = self.step.ema, self.step.optimizer
         self.checkpoint = runs.checkpoint(self.model, self.ema.shadows, self.optimizer,
@@ -197,9 +197,13 @@ class Trainer:
     # -- steps ------------------------------------------------------------------------------
 
     def _replica_loss_and_grads(self, images, labels):
+        """(summed nats, gradients of the objective): the nats, plus the L2 penalty of a
+        background model where `l2_weight` is set (the nats alone are reported)."""
         with tf.GradientTape() as tape:
             loss = self.step.loss(images, self._labels(labels))
-        return loss, tape.gradient(loss, self.model.trainable_variables)
+            objective = loss + self.step.penalty(tf.shape(images)[0]) \
+                if self.step.l2_weight else loss
+        return loss, tape.gradient(objective, self.model.trainable_variables)
 
     def _replica_train_step(self, images, labels):
         loss, grads = self._loss_and_grads(images, labels)
@@ -217,11 +221,15 @@ class Trainer:
         self.step.update_average()  # cross-replica: one assign reaches every copy
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-    def distribute(self, split, seed):
-        """Global batches of a split for `train_step`, shuffled with `seed` (None: in order)."""
+    def distribute(self, split, seed, epoch=None):
+        """Global batches of a split for `train_step`, shuffled with `seed` (None: in order);
+        for a training `epoch`, mutated as `config.mutation_rate` says (a background model),
+        before they are split over the replicas, so the images do not depend on how many."""
         size = None if seed is None else self.data.train_size
-        return self.strategy.experimental_distribute_dataset(
-            data_lib.batches(split, self.global_batch, seed, size))
+        batches = data_lib.batches(split, self.global_batch, seed, size)
+        if epoch is not None and self.config.mutation_rate:
+            batches = data_lib.mutate(batches, self.config.mutation_rate, (self.config.seed, epoch))
+        return self.strategy.experimental_distribute_dataset(batches)
 
     # -- loops ------------------------------------------------------------------------------
 
@@ -261,7 +269,7 @@ class Trainer:
             start, total = time.time(), 0.0
             # next() exactly steps_per_epoch times: reaching the end of a distributed
             # iterator after training steps was measured to stall for seconds.
-            batches = iter(self.distribute(self.data.train, config.seed + epoch))
+            batches = iter(self.distribute(self.data.train, config.seed + epoch, epoch))
             pending = []  # losses still on the device: reading one waits for its step
             for step in range(steps_per_epoch):
                 pending.append(self.train_step(next(batches)))
