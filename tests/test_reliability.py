@@ -103,6 +103,10 @@ REFUSED = {
     "other seed": (None, ["--max_epochs=3", "--seed=9"], "--seed=9 (the run: 1)"),
     "other binarize": (None, ["--max_epochs=3", "--binarize"],
                        "--binarize=True (the run: False)"),
+    "now a background model": (None, ["--max_epochs=3", "--mutation_rate=0.2"],
+                               "--mutation_rate=0.2 (the run: 0.0)"),
+    "mutation rate above 1": (False, ["--mutation_rate=1.5"], "--mutation_rate=1.5 must be in [0, 1]"),
+    "negative l2 weight": (False, ["--l2_weight=-1"], "--l2_weight=-1.0 must be >= 0 and finite"),
     "binary output, grey data": (
         False, ["--model=pixel_snail", "--attn_rep=1", "--output=bernoulli"],
         "has a binary output (--output=bernoulli) but --dataset=digits has pixels other than 0"),
