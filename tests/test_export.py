@@ -52,6 +52,7 @@ def test_layout_and_metadata(exported):
     meta = json.loads(open(os.path.join(path, "assets.extra", "metadata.json")).read())
     assert meta["image_shape"] == [8, 8, 3] and meta["training_step"] == 7
     assert meta["max_samples"] == 256
+    assert meta["signatures"] == ["complete", "log_likelihood_map", "sample", "serving_default"]
     model = exported["plain"][0]
     assert meta["config"] == json.loads(json.dumps(model.get_config()))  # the model's own
     assert meta["model"] == "PixelCNNpp" and meta["num_classes"] is None
@@ -59,11 +60,13 @@ def test_layout_and_metadata(exported):
     assert not [d for d in os.listdir(os.path.dirname(path)) if d.startswith(".tmp")]
 
 
-def test_saved_model_cli_show_lists_both_signatures(exported):
+def test_saved_model_cli_show_lists_the_signatures(exported):
     text = saved_model_cli("show", "--all", "--dir", exported["cond"][1])
     # Inputs are declared without a shape (the graph checks them, test below); the image shape
     # is in metadata.json.
     for expected in ("signature_def['serving_default']", "signature_def['sample']",
+                     "signature_def['log_likelihood_map']", "signature_def['complete']",
+                     "inputs['known']", "DT_BOOL",
                      "inputs['images']", "DT_UINT8", "shape: unknown_rank",
                      "inputs['class_label']", "outputs['bits_per_dim']", "DT_FLOAT",
                      "outputs['log_likelihood']", "inputs['num_samples']", "DT_INT32",
@@ -87,12 +90,18 @@ def test_saved_model_cli_run_computes_bits_per_dim(exported, tmp_path):
 FRESH_PROCESS = """
 import json, sys, numpy as np, tensorflow as tf
 spec = json.loads(sys.argv[1])
+KNOWN = np.arange(8)[:, None] * 8 + np.arange(8) < 27  # three rows and three pixels given
 images, out = tf.constant(np.load(spec['images'])), {}
 for name, export in spec['exports'].items():
     m = tf.saved_model.load(export['path'])
     labels = export['labels']
     kw = {} if labels is None else {'class_label': tf.constant(labels, tf.int32)}
-    scores = m.signatures['serving_default'](images=images[..., :export['channels']], **kw)
+    given = images[..., :export['channels']]
+    scores = m.signatures['serving_default'](images=given, **kw)
+    out[name + '/map'] = m.signatures['log_likelihood_map'](images=given, **kw)[
+        'log_likelihood'].numpy()
+    out[name + '/complete'] = m.signatures['complete'](images=given, known=tf.constant(KNOWN),
+        seed=tf.constant(5, tf.int64), **kw)['images'].numpy()
     skw = {} if labels is None else {'class_label': tf.constant(labels[0], tf.int32)}
     draw = lambda seed: m.signatures['sample'](num_samples=tf.constant(3),
         seed=tf.constant(seed, tf.int64), **skw)['images'].numpy()
@@ -110,6 +119,8 @@ for name, export in spec['exports'].items():
         model = keras.models.load_model(export['keras'])
         out[name + '/api'] = model.sample(
             3, seed=11, class_label=None if labels is None else [labels[0]] * 3)
+        out[name + '/api_complete'] = model.complete(
+            np.load(spec['images'])[..., :export['channels']], KNOWN, seed=5, class_label=labels)
 np.savez(spec['out'], settings=json.dumps(hardware.kernel_settings()), **out)
 """
 
@@ -171,6 +182,15 @@ def test_a_serving_process_returns_the_apis_images_under_the_same_settings(
         model.bits_per_dim(images, class_label=labels)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out[f"{name}/ll"], ops.convert_to_numpy(
         model.log_likelihood(images, class_label=labels)), rtol=1e-5)
+    pixels = ops.convert_to_numpy(model.log_likelihood(images, class_label=labels, reduce="pixel"))
+    assert out[f"{name}/map"].shape == (3, 8, 8)
+    np.testing.assert_allclose(out[f"{name}/map"], pixels, rtol=3e-4)  # graph vs eager kernels
+    np.testing.assert_allclose(out[f"{name}/map"].sum((1, 2)), out[f"{name}/ll"], rtol=1e-5)
+    completed = out[f"{name}/complete"]
+    assert completed.shape == images.shape and completed.dtype == np.uint8
+    np.testing.assert_array_equal(completed.reshape(3, 64, 3)[:, :27],
+                                  images.reshape(3, 64, 3)[:, :27])
+    np.testing.assert_array_equal(completed, out[f"{name}/api_complete"])
     a = out[f"{name}/a"]
     assert a.shape == (3, 8, 8, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, out[f"{name}/b"])
@@ -225,6 +245,18 @@ def test_bad_inputs_are_refused_by_the_graph(exported):
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"num_samples must be in \[1, 256\]"):
         sample(num_samples=tf.constant(0), seed=tf.constant(1, tf.int64),
                class_label=tf.constant(1))
+    complete, seed = loaded.signatures["complete"], tf.constant(1, tf.int64)
+    labels = tf.constant([0, 1])
+    for shape in ((8, 4), (3, 8, 8), (8,)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+                "known must be bool [8, 8] or [batch, 8, 8]; given shape] "
+                f"[{' '.join(map(str, shape))}] [for a batch of] [2]")):
+            complete(images=images, known=tf.zeros(shape, tf.bool), seed=seed, class_label=labels)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"seed must be an int64 scalar"):
+        complete(images=images, known=tf.ones((8, 8), tf.bool), seed=tf.constant([1, 2], tf.int64),
+                 class_label=labels)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"class_label must be in \[0, 3\)"):
+        loaded.signatures["log_likelihood_map"](images=images, class_label=tf.constant([0, 5]))
 
 
 def test_a_grayscale_export_refuses_rgb_images_in_the_session_loader(tmp_path):
@@ -250,6 +282,11 @@ def test_a_huge_sample_request_is_refused_at_once(tmp_path):
     assert describe(path)["max_samples"] == 8
     sample = tf.saved_model.load(path).signatures["sample"]
     sample(num_samples=tf.constant(8), seed=tf.constant(1, tf.int64))  # the bound itself works
+    known = tf.ones((8, 8), tf.bool)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"images must be at most 8 per request .* given\] \[9\]"):
+        tf.saved_model.load(path).signatures["complete"](
+            images=tf.zeros((9, 8, 8, 1), tf.uint8), known=known, seed=tf.constant(1, tf.int64))
     import resource
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.time()

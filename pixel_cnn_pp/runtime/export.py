@@ -27,7 +27,7 @@ import tensorflow as tf
 from pixel_cnn_pp.errors import ExportError
 from pixel_cnn_pp.model.autoregressive import images_to_float
 from pixel_cnn_pp.runtime import atomic, hardware, runs
-from pixel_cnn_pp.runtime.graph_sampler import sample_images
+from pixel_cnn_pp.runtime.graph_sampler import complete_images, sample_images
 
 METADATA_FILE = os.path.join("assets.extra", "metadata.json")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -82,6 +82,26 @@ def _check_labels(model, class_label, batch=None):
                        f"class_label must be in [0, {k}); given", class_label)]
 
 
+def _check_known(model, known, batch):
+    """known: bool (H, W) or (B, H, W) for a batch of B images."""
+    h, w = model.image_shape[:2]
+    shape, padded = _shape_of(known, 3)
+    rank = tf.size(shape)
+    tail = tf.pad(shape, [[3, 0]])[-2:]
+    ok = tf.logical_or(
+        tf.logical_and(tf.equal(rank, 2), tf.reduce_all(tf.equal(tail, [h, w]))),
+        tf.logical_and(tf.equal(rank, 3), tf.reduce_all(tf.equal(padded, [batch, h, w]))))
+    return [_check(ok, f"known must be bool [{h}, {w}] or [batch, {h}, {w}]; given shape",
+                   shape, "for a batch of", batch)]
+
+
+def _checked_scalar(value, what):
+    """`value` as a scalar, after a check that it is one (before anything depends on it)."""
+    with tf.control_dependencies([_check(tf.equal(tf.size(tf.shape(value)), 0),
+                                         f"{what}; given shape", tf.shape(value))]):
+        return tf.reshape(value, [])
+
+
 def _signatures(model, max_samples):
     """(name, function, input signature) of each endpoint. Inputs are declared without a
     shape and checked in the graph: a Session (TF Serving's loader) does not check the shapes
@@ -92,7 +112,8 @@ def _signatures(model, max_samples):
     norm = math.log(2.0) * model.num_dims
 
     # Optional inputs as *args: Keras binds the input signature to parameters without defaults.
-    def likelihood(images, *label):
+    def checked_images(images, label):
+        """(images, class_label) after their checks, for the signatures that take images."""
         class_label = label[0] if label else None
         checks = _check_images(model, images)
         if model.num_classes:
@@ -102,33 +123,50 @@ def _signatures(model, max_samples):
             images = tf.ensure_shape(tf.identity(images), [None, *model.image_shape])
             if class_label is not None:
                 class_label = tf.identity(class_label)
-            nats = model.nll(images_to_float(images), class_label)
+        return images, class_label
+
+    def likelihood(images, *label):
+        images, class_label = checked_images(images, label)
+        nats = model.nll(images_to_float(images), class_label)
         return {"log_likelihood": -nats, "bits_per_dim": nats / norm}
+
+    def likelihood_map(images, *label):
+        images, class_label = checked_images(images, label)
+        return {"log_likelihood": model.log_prob(images_to_float(images), class_label, "pixel")}
+
+    def complete(images, known, seed, *label):
+        images, class_label = checked_images(images, label)
+        batch = tf.shape(images)[0]
+        seed = _checked_scalar(seed, "seed must be an int64 scalar")
+        checks = _check_known(model, known, batch) + [
+            _check(batch <= max_samples, f"images must be at most {max_samples} per request "
+                                         "(the export's max_samples); given", batch)]
+        with tf.control_dependencies(checks):
+            known = tf.ensure_shape(tf.broadcast_to(known, [batch, *model.image_shape[:2]]),
+                                    [None, *model.image_shape[:2]])
+            return {"images": complete_images(model, images, known, seed, class_label)}
 
     def sample(num_samples, seed, *label):
         class_label = label[0] if label else None
-        checks = [_check(tf.equal(tf.size(tf.shape(num_samples)), 0),
-                         "num_samples must be an int32 scalar; given shape",
-                         tf.shape(num_samples)),
-                  _check(tf.equal(tf.size(tf.shape(seed)), 0),
-                         "seed must be an int64 scalar; given shape", tf.shape(seed))]
-        with tf.control_dependencies(checks):  # before any allocation that depends on them
-            num_samples, seed = tf.reshape(num_samples, []), tf.reshape(seed, [])
-            checks = [_check((num_samples >= 1) & (num_samples <= max_samples),
-                             f"num_samples must be in [1, {max_samples}] (the export's "
-                             "max_samples); given", num_samples)]
-            if model.num_classes:
-                checks += _check_labels(model, class_label)
+        # Scalars checked before any allocation that depends on them.
+        num_samples = _checked_scalar(num_samples, "num_samples must be an int32 scalar")
+        seed = _checked_scalar(seed, "seed must be an int64 scalar")
+        checks = [_check((num_samples >= 1) & (num_samples <= max_samples),
+                         f"num_samples must be in [1, {max_samples}] (the export's "
+                         "max_samples); given", num_samples)]
+        if model.num_classes:
+            checks += _check_labels(model, class_label)
         with tf.control_dependencies(checks):
             if class_label is not None:
                 class_label = tf.reshape(class_label, [])
             return {"images": sample_images(model, tf.identity(num_samples), seed, class_label)}
 
-    if model.num_classes:
-        labels = tf.TensorSpec(None, tf.int32, name="class_label")
-        return [("serving_default", likelihood, [images, labels]),
-                ("sample", sample, [n, seed, labels])]
-    return [("serving_default", likelihood, [images]), ("sample", sample, [n, seed])]
+    known = tf.TensorSpec(None, tf.bool, name="known")
+    labels = [tf.TensorSpec(None, tf.int32, name="class_label")] if model.num_classes else []
+    return [("serving_default", likelihood, [images, *labels]),
+            ("log_likelihood_map", likelihood_map, [images, *labels]),
+            ("complete", complete, [images, known, seed, *labels]),
+            ("sample", sample, [n, seed, *labels])]
 
 
 def export_model(model, export_dir, version=None, overwrite=False, metadata=None,
@@ -165,7 +203,7 @@ def export_model(model, export_dir, version=None, overwrite=False, metadata=None
         tf.io.gfile.makedirs(os.path.join(tmp, "assets.extra"))
         meta = {"model": type(model).__name__, "config": model.get_config(),
                 "image_shape": list(model.image_shape), "num_classes": model.num_classes,
-                "signatures": ["serving_default", "sample"], "max_samples": int(max_samples),
+                "signatures": sorted(signatures), "max_samples": int(max_samples),
                 "kernel_settings": hardware.kernel_settings(), **(metadata or {})}
         atomic.write_json(os.path.join(tmp, METADATA_FILE), meta)
         _write_warmup(model, os.path.join(tmp, WARMUP_FILE))

@@ -1,12 +1,13 @@
 """The export's sampler: the API's compiled sampler (`pixel_cnn_pp.model.sampling`, cached by
 default) traced into one TensorFlow graph of core ops (While, If, Conv2D, MatMul, bitwise ops
 for the draws; no PyFunc), so TF Serving users get the same fast sampler and, for a seed, the
-same images as `model.sample(n, seed=seed)`.
+same images as `model.sample(n, seed=seed)`; and the completion sampler, the images of
+`model.complete`.
 """
 import tensorflow as tf
 
 from pixel_cnn_pp.model import sampling
-from pixel_cnn_pp.model.autoregressive import float_to_images
+from pixel_cnn_pp.model.levels import float_to_images, images_to_float
 
 
 @tf.autograph.experimental.do_not_convert  # keras.ops loops: nothing for AutoGraph to rewrite
@@ -19,4 +20,15 @@ def sample_images(model, num_samples, seed, class_label=None, method="cached"):
     n = tf.convert_to_tensor(num_samples, tf.int32)
     labels = None if class_label is None else tf.broadcast_to(tf.cast(class_label, tf.int32), [n])
     x = sampling.METHODS[method](model, n, tf.cast(seed, tf.int64), labels)
+    return float_to_images(x)
+
+
+@tf.autograph.experimental.do_not_convert
+def complete_images(model, images, known, seed, class_label=None):
+    """uint8 images (B, H, W, C) with the pixels where `known` (B, H, W) bool is false drawn by
+    the cached sampler (`sampling.completion`): `model.complete(images, known, seed)`'s images.
+    class_label: (B,) int32 for a class-conditional model."""
+    labels = None if class_label is None else tf.cast(class_label, tf.int32)
+    x = sampling.completion(model, images_to_float(images), known, tf.cast(seed, tf.int64),
+                            labels)
     return float_to_images(x)
