@@ -84,13 +84,14 @@ def _mix(probs, values):
     return sum(terms[1:], terms[0])
 
 
-def positional_background(x, ctx=FULL):
+def positional_background(x, ctx=FULL, copies=None):
     """The `background` tensor of `_base_noup_smallkey_spec`: (B, H, W, C) -> (B, H, W, 2C).
 
     Channels [0, C) hold (r - H/2)/H for row r and [C, 2C) hold (c - W/2)/W for column c. The
     original broadcasts each coordinate by adding `0. * x`, so it gets one copy per image channel:
     6 channels for RGB (raw_content = F + 9, raw_q = F + 6 wide), 2 for grayscale.
     On a sampler's pixel step x is (B, 1, 1, C), pixel `ctx.position` of `ctx.image`.
+    `copies`: copies per coordinate where they are not x's channels (one-hot codes: 1).
     """
     height, width = (x if ctx.position is None else ctx.image).shape[1:3]
     rows = (ops.arange(height, dtype="float32") - height / 2) / height
@@ -102,6 +103,6 @@ def positional_background(x, ctx=FULL):
     # promote float32 + bfloat16. Exact for power-of-two sizes up to 256; otherwise rounded
     # like every other bfloat16 activation.
     rows, cols = ops.cast(rows, x.dtype), ops.cast(cols, x.dtype)
-    zeros = ops.zeros_like(x)  # the values of 0. * x for finite x, without a path to x
+    zeros = ops.zeros_like(x if copies is None else x[..., :copies])  # 0. * x, no path to x
     return ops.concatenate([ops.reshape(rows, (1, height, 1, 1)) + zeros,
                             ops.reshape(cols, (1, 1, width, 1)) + zeros], axis=-1)

@@ -7,8 +7,10 @@ likelihood, bits/dim and sampling work unchanged. Images are in [-1, 1] (uint8 0
 """
 from keras import ops
 
+from pixel_cnn_pp.model.levels import ImageLevels
 
-class Bernoulli:
+
+class Bernoulli(ImageLevels):
     """One logit per channel: p(x_c = 1) = sigmoid(logit_c), channels independent given the
     logits. params: (..., C) logits."""
 

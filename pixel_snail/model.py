@@ -12,8 +12,10 @@ from keras import ops
 from pixel_cnn_pp.errors import ConfigError
 
 from pixel_cnn_pp.model.autoregressive import AutoregressiveModel
+from pixel_cnn_pp.model.conditioning import check_sizes
 from pixel_cnn_pp.model.gated_resnet import GatedResnet
-from pixel_cnn_pp.model.mixture import DiscretizedMixLogistic
+from pixel_cnn_pp.model.outputs import OUTPUTS as BASE_OUTPUTS
+from pixel_cnn_pp.model.outputs import make_output
 from pixel_cnn_pp.model.passes import FULL
 from pixel_cnn_pp.model.shifted import DownRightShiftedConv2D, DownShiftedConv2D
 from pixel_cnn_pp.model.weight_norm import Nin
@@ -21,7 +23,7 @@ from pixel_snail.attention import causal_attention, positional_background
 from pixel_snail.bernoulli import Bernoulli
 
 CONV_DDI_EPSILON = 1e-8  # 2016 DDI form vendored by PixelSNAIL; nin/dense keep 1e-10
-OUTPUTS = ("logistic_mixture", "bernoulli")
+OUTPUTS = BASE_OUTPUTS + ("bernoulli",)
 
 
 @keras.saving.register_keras_serializable(package="pixel_snail")
@@ -34,12 +36,16 @@ class AttentionBlock(keras.layers.Layer):
         query = nin(gated_resnet(concat[ul, bg], conv=nin), query_size)
         ul = gated_resnet(ul, a=causal_attention(key, mixin, query), conv=nin)
 
-    ul: (B, H, W, F), x: (B, H, W, C), bg: (B, H, W, 2C) -> (B, H, W, F). The key/mixin split is
-    a slice (key first), as the original. key_size must equal query_size (dot products).
+    ul: (B, H, W, F), x: (B, H, W, C_x), bg: (B, H, W, 2C) -> (B, H, W, F). The key/mixin split
+    is a slice (key first), as the original. key_size must equal query_size (dot products).
+    C = `image_channels`; C_x = `input_channels` (default C; K for one-hot codes). With
+    `num_classes` or `condition_channels`, every gated resnet takes h (B, K) or its condition
+    map s (B, H, W, D) (`GatedResnet`).
     """
 
     def __init__(self, filters, nr_resnet, key_size, mixin_size, image_channels=3,
-                 nonlinearity="elu", dropout_p=0.0, **kwargs):
+                 nonlinearity="elu", dropout_p=0.0, input_channels=None, num_classes=None,
+                 condition_channels=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.nr_resnet = int(nr_resnet)
@@ -48,19 +54,24 @@ class AttentionBlock(keras.layers.Layer):
         self.image_channels = int(image_channels)
         self.nonlinearity = nonlinearity
         self.dropout_p = float(dropout_p)
+        self.input_channels = self.image_channels if input_channels is None else int(input_channels)
+        self.num_classes = num_classes
+        self.condition_channels = condition_channels
 
         dtype = {"dtype": self.dtype_policy}  # sublayers compute in the block's precision
 
         def block(width, conv, aux=False):
             eps = CONV_DDI_EPSILON if conv != "nin" else None  # nin is a dense: keeps 1e-10
             return GatedResnet(width, conv=conv, nonlinearity=nonlinearity,
-                               dropout_p=self.dropout_p, aux=aux, ddi_epsilon=eps, **dtype)
+                               dropout_p=self.dropout_p, aux=aux, ddi_epsilon=eps,
+                               num_classes=num_classes, condition_channels=condition_channels,
+                               **dtype)
 
         f, c = self.filters, self.image_channels
         # Created in the original's order, which fixes the TF1 `conv2d_k` / `dense_k` counters.
         self.resnets = [block(f, "down_right_shifted") for _ in range(self.nr_resnet)]
-        # raw_content = concat[x (C), ul (F), background (2C)]; a 1x1 block keeps its width.
-        self.content_block = block(f + 3 * c, "nin")
+        # raw_content = concat[x (C_x), ul (F), background (2C)]; a 1x1 block keeps its width.
+        self.content_block = block(f + self.input_channels + 2 * c, "nin")
         self.key_mixin_nin = Nin(self.mixin_size + self.key_size, **dtype)
         self.query_block = block(f + 2 * c, "nin")  # raw_q = concat[ul, background]
         self.query_nin = Nin(self.key_size, **dtype)
@@ -77,8 +88,8 @@ class AttentionBlock(keras.layers.Layer):
         layers += self.query_block.creation_order() + [self.query_nin]
         return layers + self.out_block.creation_order()
 
-    def call(self, ul, x, background, training=False, ctx=FULL):
-        kw = dict(training=training, ctx=ctx)
+    def call(self, ul, x, background, training=False, ctx=FULL, h=None, s=None):
+        kw = dict(training=training, ctx=ctx, h=h, s=s)
         for resnet in self.resnets:
             ul = resnet(ul, **kw)
         # On a sampler's pixel step these are the previous pixel's (its x is drawn by now).
@@ -95,6 +106,10 @@ class AttentionBlock(keras.layers.Layer):
         config.update(filters=self.filters, nr_resnet=self.nr_resnet, key_size=self.key_size,
                       mixin_size=self.mixin_size, image_channels=self.image_channels,
                       nonlinearity=self.nonlinearity, dropout_p=self.dropout_p)
+        for key in ("input_channels", "num_classes", "condition_channels"):  # set ones only
+            if getattr(self, key) is not None and (key != "input_channels"
+                                                   or self.input_channels != self.image_channels):
+                config[key] = getattr(self, key)
         return config
 
 
@@ -111,23 +126,26 @@ class PixelSNAIL(AutoregressiveModel):
         out = nin(elu(ul), distribution.num_params)
 
     x: (B, H, W, C) in [-1, 1] -> (B, H, W, P); P = 10 * nr_logistic_mix for C = 3
-    (`output="logistic_mixture"`, C in {1, 3}) or P = C (`output="bernoulli"`, binary images).
+    (`output="logistic_mixture"`, C in {1, 3}) or P = C (`output="bernoulli"`, binary images),
+    or one-hot codes (B, H, W, K) -> P = K logits (`output="categorical"`, `num_codes=K`, a
+    prior over code maps; the positional background has 2 channels, one per coordinate).
 
     Sublayers are created in the original's order, so `creation_order()` lists the layers that
     the original names conv2d_0, ..., dense_0, ... (see `pixel_cnn_pp.model.tf1_names`).
-    Not ported: class conditioning (the original's train.py raises NotImplementedError) and
-    `att_downsample > 1` (the unpublished `h12_pool2_smallkey`).
+    Beyond the original: class conditioning (its train.py raises NotImplementedError; here the
+    one-hot h of PixelCNN++ into every gated resnet) and a spatial condition map
+    (`condition_shape`, resized to H x W and projected into every gated resnet), as the
+    conditional priors of VQ-VAE-2. Not ported: `att_downsample > 1` (the unpublished
+    `h12_pool2_smallkey`).
     """
 
     def __init__(self, image_shape=(32, 32, 3), nr_resnet=4, nr_filters=256, nr_logistic_mix=10,
                  resnet_nonlinearity="elu", dropout_p=0.5, attn_rep=12, key_size=16,
                  query_size=None, mixin_size=None, output="logistic_mixture", num_classes=None,
-                 **kwargs):
-        if num_classes is not None:
-            raise ConfigError("PixelSNAIL is unconditional: the original train.py raises "
-                             "NotImplementedError for class-conditional runs; pass "
-                             "num_classes=None")
-        super().__init__(image_shape, num_classes=None, **kwargs)
+                 num_codes=None, **kwargs):
+        if output == "categorical" and len(image_shape) == 2:
+            image_shape = (*image_shape, 1)
+        super().__init__(image_shape, num_classes=num_classes, **kwargs)
         for name, value in (("nr_resnet", nr_resnet), ("nr_filters", nr_filters),
                             ("attn_rep", attn_rep), ("key_size", key_size)):
             if int(value) <= 0:
@@ -136,8 +154,6 @@ class PixelSNAIL(AutoregressiveModel):
         if int(key_size) != int(query_size):
             raise ConfigError(f"key_size and query_size must be equal (one q_size in the "
                              f"original), got {key_size} and {query_size}")
-        if output not in OUTPUTS:
-            raise ConfigError(f"output={output!r} is not one of {OUTPUTS}")
         channels = self.image_shape[-1]
         self.nr_resnet = int(nr_resnet)
         self.nr_filters = int(nr_filters)
@@ -153,14 +169,22 @@ class PixelSNAIL(AutoregressiveModel):
         if output == "bernoulli":
             self.distribution = Bernoulli(channels)
         else:
-            self.distribution = DiscretizedMixLogistic(self.nr_logistic_mix, channels)
+            self.distribution = make_output(output, channels, self.nr_logistic_mix, num_codes,
+                                            OUTPUTS)
+        if self.condition_shape is not None:
+            check_sizes(self.condition_shape, [self.image_shape[:2]])
+        codes = self.distribution.data_channels  # the background's copies per coordinate
 
         f, dtype = self.nr_filters, {"dtype": self.dtype_policy}
         self.ul_in_down = DownShiftedConv2D(f, (1, 3), ddi_epsilon=CONV_DDI_EPSILON, **dtype)
         self.ul_in_right = DownRightShiftedConv2D(f, (2, 1), ddi_epsilon=CONV_DDI_EPSILON, **dtype)
+        inputs = {} if self.distribution.input_channels == codes else {
+            "input_channels": self.distribution.input_channels}
         self.blocks = [AttentionBlock(f, self.nr_resnet, self.key_size, self.mixin_size,
-                                      image_channels=channels, nonlinearity=resnet_nonlinearity,
-                                      dropout_p=self.dropout_p, **dtype)
+                                      image_channels=codes, nonlinearity=resnet_nonlinearity,
+                                      dropout_p=self.dropout_p, num_classes=self.num_classes,
+                                      condition_channels=self.condition_channels, **inputs,
+                                      **dtype)
                        for _ in range(self.attn_rep)]
         self.out_nin = Nin(self.distribution.num_params, **dtype)
 
@@ -171,15 +195,15 @@ class PixelSNAIL(AutoregressiveModel):
             layers += block.creation_order()
         return layers + [self.out_nin]
 
-    def call(self, x, class_label=None, training=False, ctx=FULL):
+    def call(self, x, class_label=None, training=False, ctx=FULL, condition=None):
         """The network, written once for every pass (`ctx`: full map, DDI or a sampler's pixel)."""
-        if class_label is not None:
-            raise ValueError("class_label given, but PixelSNAIL is unconditional")
-        background = positional_background(x, ctx)
+        background = positional_background(x, ctx, self.distribution.data_channels)
+        maps = ctx.condition_maps(self, condition, [self.image_shape[:2]])
+        conditions = dict(h=self.conditioning(class_label), s=None if maps is None else maps[0])
         ul = (ctx.shifted_input(self.ul_in_down, x, "down")
               + ctx.shifted_input(self.ul_in_right, x, "right"))
         for block in self.blocks:
-            ul = block(ul, x, background, training=training, ctx=ctx)
+            ul = block(ul, x, background, training=training, ctx=ctx, **conditions)
         return self.out_nin(ops.elu(ul), ctx=ctx)
 
     def get_config(self):
@@ -190,4 +214,6 @@ class PixelSNAIL(AutoregressiveModel):
                       attn_rep=self.attn_rep, key_size=self.key_size,
                       query_size=self.query_size, mixin_size=self.mixin_size,
                       output=self.output_type)
+        if self.num_codes:  # absent otherwise: older files read unchanged
+            config.update(num_codes=self.num_codes)
         return config

@@ -71,3 +71,31 @@ def assert_same_images(cached, naive):
     assert not np.any(differ & ~near_boundary), np.argwhere(differ & ~near_boundary)
     assert differ.sum() <= max(2, 1e-3 * differ.size)  # rare: at most 2 in small tests
     assert len(np.unique(a)) > min(20, a.size // 8)  # real samples, not a constant image
+
+
+def code_prior(snail, num_codes=3, size=2, condition=None, num_classes=None, seed=0, **options):
+    """An initialised categorical model over `size` x `size` code maps of `num_codes` codes,
+    with a condition ("codes": a (2, 2) map of 3 codes; "features": (2, 2, 4) floats) and
+    classes as asked; returns (model, its init batch {codes, condition, class_label})."""
+    from pixel_cnn_pp.model.pixelcnn import PixelCNNpp
+    from pixel_snail.model import PixelSNAIL
+    keras.utils.set_random_seed(seed)
+    rng = np.random.RandomState(seed)
+    extra = {"codes": dict(condition_shape=(2, 2), condition_codes=3),
+             "features": dict(condition_shape=(2, 2, 4)), None: {}}[condition]
+    common = dict(image_shape=(size, size), output="categorical", num_codes=num_codes,
+                  nr_resnet=1, nr_filters=8, dropout_p=0.0, num_classes=num_classes, **extra)
+    if snail:
+        model = PixelSNAIL(attn_rep=2, key_size=4, **common, **options)
+    else:
+        model = PixelCNNpp(**common, **options)
+    batch = {"codes": rng.randint(0, num_codes, (8, size, size)).astype("int32")}
+    if condition == "codes":
+        batch["condition"] = rng.randint(0, 3, (8, 2, 2)).astype("int32")
+    elif condition == "features":
+        batch["condition"] = rng.randn(8, 2, 2, 4).astype("float32")
+    if num_classes:
+        batch["class_label"] = np.arange(8) % num_classes
+    model.initialize(batch["codes"], class_label=batch.get("class_label"),
+                     condition=batch.get("condition"))
+    return model, batch

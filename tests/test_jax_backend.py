@@ -157,6 +157,24 @@ known[:3] = True
 np.testing.assert_array_equal(model.complete(drawn, known, seed=7), drawn)
 """
 
+# Code maps (categorical outputs) conditioned on a code map and a class, on JAX: the jitted
+# cached sampler draws the naive sampler's codes; PixelSNAIL's 81 maps of 3 codes sum to 1.
+SECTIONS["discrete"] = """
+import itertools
+import numpy as np
+from models import code_prior
+for snail in (True, False):
+    model, batch = code_prior(snail, num_codes=5, size=4, condition="codes", num_classes=3)
+    given = dict(condition=batch["condition"][:3], class_label=batch["class_label"][:3])
+    cached = model.sample(3, seed=4, **given)
+    np.testing.assert_array_equal(cached, model.sample(3, seed=4, method="naive", **given))
+    assert cached.dtype == np.int32 and len(np.unique(cached)) > 2
+model, batch = code_prior(True, num_codes=3, size=2, condition="features")
+maps = np.array(list(itertools.product(range(3), repeat=4)), np.int32).reshape(-1, 2, 2)
+logs = np.asarray(model.log_likelihood(maps, condition=np.repeat(batch["condition"][:1], 81, 0)))
+assert abs(np.exp(logs.astype(np.float64)).sum() - 1) < 1e-4
+"""
+
 # Training-step settings. Adam's first steps are lr * g / sqrt(g^2 + eps): with the original's
 # eps 1e-8 a gradient that cancels to ~1e-4 turns float noise of the sum (the backends'
 # convolutions add in different orders) into differences of order lr. A larger eps keeps the

@@ -20,10 +20,14 @@ class GatedResnet(keras.layers.Layer):
     """Ports `nn.gated_resnet(x, a, h, nonlinearity, conv, dropout_p)`.
 
         c1 = conv(f(x), C) [+ nin(f(a), C)]
-        c2 = conv(dropout(f(c1)), 2C, init_scale=0.1) [+ h @ hw]
+        c2 = conv(dropout(f(c1)), 2C, init_scale=0.1) [+ h @ hw] [+ nin(s, 2C, init_scale=0.1)]
         out = x + c2[..., :C] * sigmoid(c2[..., C:])
 
-    x: (B, H, W, C) -> (B, H, W, C); a: (B, H, W, C_a) if `aux`; h: (B, K) if `num_classes`.
+    x: (B, H, W, C) -> (B, H, W, C); a: (B, H, W, C_a) if `aux`; h: (B, K) if `num_classes`;
+    s: (B, H, W, D), a condition map at this block's resolution, if `condition_channels` = D
+    (not in the original: VQ-VAE-2's conditional priors; projected like `a`, by a
+    weight-normalised 1x1 convolution, into the gate input as `h` is, with the gate's init
+    scale 0.1 so it starts at the scale of the conv's term).
     f is the resnet nonlinearity (concat_elu doubles channels). The value is the first half of
     c2 and the gate the second, with no tanh. Dropout (inverted, elementwise) is active when
     `training` is true, the DDI pass included, as in the original.
@@ -33,7 +37,8 @@ class GatedResnet(keras.layers.Layer):
     """
 
     def __init__(self, filters, conv="down_shifted", nonlinearity="concat_elu", dropout_p=0.0,
-                 aux=False, num_classes=None, ddi_epsilon=None, **kwargs):
+                 aux=False, num_classes=None, ddi_epsilon=None, condition_channels=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if conv not in CONVS:
             raise ConfigError(f"GatedResnet: conv={conv!r} is not one of {sorted(CONVS)}")
@@ -46,6 +51,7 @@ class GatedResnet(keras.layers.Layer):
         self.aux = bool(aux)
         self.num_classes = num_classes
         self.ddi_epsilon = ddi_epsilon
+        self.condition_channels = None if condition_channels is None else int(condition_channels)
         self._f = get_nonlinearity(nonlinearity)
         eps = {} if ddi_epsilon is None else {"ddi_epsilon": ddi_epsilon}
         conv_cls = CONVS[conv]
@@ -56,17 +62,23 @@ class GatedResnet(keras.layers.Layer):
                         if self.dropout_p > 0 else None)
         self.conv2 = conv_cls(2 * self.filters, init_scale=0.1, **eps, **dtype)
         self.cond = ConditionalWeights(2 * self.filters, **dtype) if num_classes else None
+        self.cond_map = (Nin(2 * self.filters, init_scale=0.1, **dtype)
+                         if self.condition_channels else None)
 
     def creation_order(self):
         """The weight-normalised (and conditioning) sublayers in the original's creation order."""
-        return [layer for layer in (self.conv1, self.nin_a, self.conv2, self.cond) if layer]
+        return [layer for layer in (self.conv1, self.nin_a, self.conv2, self.cond, self.cond_map)
+                if layer]
 
-    def call(self, x, a=None, h=None, training=False, ctx=FULL):
+    def call(self, x, a=None, h=None, training=False, ctx=FULL, s=None):
         if (a is None) == self.aux:
             raise ValueError(f"{self.name}: built with aux={self.aux}, called with a={a is not None}")
         if (h is None) == bool(self.num_classes):
             raise ValueError(f"{self.name}: num_classes={self.num_classes}, "
                              f"called with h={h is not None}")
+        if (s is None) == bool(self.condition_channels):
+            raise ValueError(f"{self.name}: condition_channels={self.condition_channels}, "
+                             f"called with s={s is not None}")
         c = self.conv1(self._f(x), ctx=ctx)
         if a is not None:
             c = c + self.nin_a(self._f(a), ctx=ctx)
@@ -76,6 +88,8 @@ class GatedResnet(keras.layers.Layer):
         c = self.conv2(c, ctx=ctx)
         if h is not None:
             c = c + self.cond(h)
+        if s is not None:
+            c = c + ctx.conditioned(self.cond_map, s)
         # A split, as the original's tf.split: its gradient is one concat, where two slices
         # would each scatter into a zero tensor of c's shape (StridedSliceGrad, then AddN).
         value, gate = ops.split(c, 2, axis=-1)
@@ -85,5 +99,5 @@ class GatedResnet(keras.layers.Layer):
         config = super().get_config()
         config.update(filters=self.filters, conv=self.conv, nonlinearity=self.nonlinearity,
                       dropout_p=self.dropout_p, aux=self.aux, num_classes=self.num_classes,
-                      ddi_epsilon=self.ddi_epsilon)
+                      ddi_epsilon=self.ddi_epsilon, condition_channels=self.condition_channels)
         return config

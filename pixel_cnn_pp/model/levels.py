@@ -17,3 +17,28 @@ def to_levels(x):
     """x in [-1, 1] moved to the nearest level, bit for bit the float of the uint8 image that
     `float_to_images` returns (so a pixel fed back this way equals the same image given)."""
     return images_to_float(float_to_images(x))
+
+
+class ImageLevels:
+    """How the distributions over 8-bit images (the mixture, Bernoulli) take data: uint8
+    images (..., C) enter the network as x in [-1, 1] (..., C), drawn values leave it rounded
+    to their levels. `channels` is set by the distribution."""
+
+    channels = None
+
+    @property
+    def data_channels(self):
+        return self.channels
+
+    @property
+    def input_channels(self):
+        return self.channels
+
+    def encode(self, images):
+        return images_to_float(images)
+
+    def decode(self, x):
+        return float_to_images(x)
+
+    def quantize(self, x):
+        return to_levels(x)

@@ -14,6 +14,7 @@ import math
 from keras import ops
 
 from pixel_cnn_pp.errors import ConfigError
+from pixel_cnn_pp.model.levels import ImageLevels
 from pixel_cnn_pp.model.ops import log_prob_from_logits, log_sum_exp
 
 LOG_SCALE_MIN = -7.0
@@ -144,7 +145,7 @@ def sample_from_discretized_mix_logistic(l, u_mix, u_logistic):
     return ops.stack([x0, x1, x2], axis=-1)
 
 
-class DiscretizedMixLogistic:
+class DiscretizedMixLogistic(ImageLevels):
     """The output distribution of PixelCNN++: parameter count, log-likelihood and sampler.
 
     A small value object so that models with other outputs (PixelSNAIL's Bernoulli) plug into

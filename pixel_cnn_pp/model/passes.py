@@ -15,6 +15,7 @@ import functools
 import numpy as np
 from keras import ops
 
+from pixel_cnn_pp.model.conditioning import resize
 from pixel_cnn_pp.model.ops import down_shift, right_shift
 
 
@@ -62,6 +63,18 @@ class Pass:
         """The vertical stack's values (fn(): {layer name: its output}); None where a pass
         computes only those."""
         return fn()
+
+    def condition_maps(self, model, condition, sizes):
+        """The condition (`model.condition_input`'s (B, Hc, Wc, D)) resized to each level's
+        (h, w) in `sizes`, or None without a condition."""
+        if condition is None:
+            return None
+        s = model.condition_input(condition)
+        return [resize(s, h, w) for h, w in sizes]
+
+    def conditioned(self, layer, s):
+        """layer(s): a gated resnet's projection of the condition map at its level."""
+        return layer(s, ctx=self)
 
     def key_inputs(self, owner, *tensors):
         """The inputs of the attention keys and values (x, ul, background), as given."""

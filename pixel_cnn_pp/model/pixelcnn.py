@@ -6,9 +6,10 @@ from keras import ops
 
 from pixel_cnn_pp.errors import ConfigError
 from pixel_cnn_pp.model.autoregressive import AutoregressiveModel
+from pixel_cnn_pp.model.conditioning import check_sizes
 from pixel_cnn_pp.model.gated_resnet import GatedResnet
-from pixel_cnn_pp.model.mixture import DiscretizedMixLogistic
 from pixel_cnn_pp.model.ops import get_nonlinearity
+from pixel_cnn_pp.model.outputs import make_output
 from pixel_cnn_pp.model.passes import FULL
 from pixel_cnn_pp.model.shifted import (DownRightShiftedConv2D, DownRightShiftedConv2DTranspose,
                                         DownShiftedConv2D, DownShiftedConv2DTranspose)
@@ -28,6 +29,10 @@ class PixelCNNpp(AutoregressiveModel):
 
     x: (B, H, W, C) in [-1, 1], H and W divisible by 4, C in {1, 3}; class_label: (B,) ints for a
     class-conditional model -> (B, H, W, P) with P = 10 * nr_logistic_mix for C = 3.
+    `output="categorical"` with `num_codes=K` (not in the original): a prior over code maps,
+    x one-hot (B, H, W, K), image_shape (H, W, 1), P = K logits. `condition_shape` (and
+    `condition_codes`): a spatial condition map, resized to H, H/2 and H/4 and projected into
+    every gated resnet (`AutoregressiveModel`).
     `dtype` is the Keras dtype policy of every layer ("mixed_bfloat16": bfloat16 compute, float32
     variables); the loss is float32 whatever it is.
 
@@ -38,7 +43,10 @@ class PixelCNNpp(AutoregressiveModel):
     """
 
     def __init__(self, image_shape=(32, 32, 3), nr_resnet=5, nr_filters=160, nr_logistic_mix=10,
-                 resnet_nonlinearity="concat_elu", dropout_p=0.5, num_classes=None, **kwargs):
+                 resnet_nonlinearity="concat_elu", dropout_p=0.5, num_classes=None,
+                 output="logistic_mixture", num_codes=None, **kwargs):
+        if output == "categorical" and len(image_shape) == 2:
+            image_shape = (*image_shape, 1)
         super().__init__(image_shape, num_classes=num_classes, **kwargs)
         height, width, channels = self.image_shape
         if height % 4 or width % 4:
@@ -53,11 +61,15 @@ class PixelCNNpp(AutoregressiveModel):
         self.nr_logistic_mix = int(nr_logistic_mix)
         self.resnet_nonlinearity = resnet_nonlinearity
         self.dropout_p = float(dropout_p)
-        self.distribution = DiscretizedMixLogistic(self.nr_logistic_mix, channels)
+        self.output_type = output  # `output` is a keras.Model property
+        self.distribution = make_output(output, channels, self.nr_logistic_mix, num_codes)
+        if self.condition_shape is not None:
+            check_sizes(self.condition_shape, self.level_sizes())
 
         f, dtype = self.nr_filters, {"dtype": self.dtype_policy}
         block = functools.partial(GatedResnet, f, nonlinearity=resnet_nonlinearity,
-                                  dropout_p=self.dropout_p, num_classes=num_classes, **dtype)
+                                  dropout_p=self.dropout_p, num_classes=num_classes,
+                                  condition_channels=self.condition_channels, **dtype)
 
         def pair(n, aux_u):
             return [(block(conv="down_shifted", aux=aux_u),
@@ -94,12 +106,18 @@ class PixelCNNpp(AutoregressiveModel):
 
     vertical_stack = True  # the sampler runs `RowStep`s for the u stream
 
-    def call(self, x, class_label=None, training=False, ctx=FULL):
+    def level_sizes(self):
+        """(h, w) of each resolution level: H, H/2, H/4."""
+        height, width = self.image_shape[:2]
+        return [(height >> level, width >> level) for level in range(NUM_LEVELS)]
+
+    def call(self, x, class_label=None, training=False, ctx=FULL, condition=None):
         """The network, written once for every pass (`ctx`: full map, DDI or a sampler step).
 
         The u stream never reads ul, so it is computed first (all levels) and ul after it; the
         sampler computes u once per image row and ul once per pixel."""
-        block = dict(h=self.conditioning(class_label), training=training, ctx=ctx)
+        block = dict(h=self.conditioning(class_label), training=training, ctx=ctx,
+                     maps=ctx.condition_maps(self, condition, self.level_sizes()))
         u_values = ctx.vertical(
             lambda: self._vertical(0, ctx.shifted_input(self.u_in, x, "down"), block, ctx)[1])
         if u_values is None:  # a row step of the sampler: the u stream is all it computes
@@ -113,7 +131,7 @@ class PixelCNNpp(AutoregressiveModel):
         """The u stream from `level` down and back: (u out, {u block name: its output})."""
         values, kept = {}, [u]  # the level's input, then every up block's output
         for u_block, _ in self.up_blocks[level]:
-            u = values[u_block.name] = u_block(u, **block)
+            u = values[u_block.name] = u_block(u, **_at(block, level))
             kept.append(u)
         if level == NUM_LEVELS - 1:
             u = kept.pop()  # the up pass's last output starts the down pass
@@ -125,14 +143,14 @@ class PixelCNNpp(AutoregressiveModel):
             values.update(lower)
             u = ctx.upsampled(up(u, ctx=ctx), level)
         for u_block, _ in self.down_blocks[level]:
-            u = values[u_block.name] = u_block(u, a=kept.pop(), **block)
+            u = values[u_block.name] = u_block(u, a=kept.pop(), **_at(block, level))
         return u, values
 
     def _horizontal(self, level, ul, u_values, block, ctx):
         """The ul stream from `level` down and back, reading the u stream's `u_values`."""
         kept = [ul]
         for u_block, ul_block in self.up_blocks[level]:
-            ul = ul_block(ul, a=ctx.at(u_values[u_block.name], level), **block)
+            ul = ul_block(ul, a=ctx.at(u_values[u_block.name], level), **_at(block, level))
             kept.append(ul)
         if level == NUM_LEVELS - 1:
             ul = kept.pop()
@@ -145,7 +163,7 @@ class PixelCNNpp(AutoregressiveModel):
             ul = ctx.upsampled(up(ul, ctx=ctx), level)
         for u_block, ul_block in self.down_blocks[level]:
             u = ctx.at(u_values[u_block.name], level)
-            ul = ul_block(ul, a=ops.concatenate([u, kept.pop()], axis=-1), **block)
+            ul = ul_block(ul, a=ops.concatenate([u, kept.pop()], axis=-1), **_at(block, level))
         return ul
 
     def get_config(self):
@@ -153,4 +171,15 @@ class PixelCNNpp(AutoregressiveModel):
         config.update(nr_resnet=self.nr_resnet, nr_filters=self.nr_filters,
                       nr_logistic_mix=self.nr_logistic_mix,
                       resnet_nonlinearity=self.resnet_nonlinearity, dropout_p=self.dropout_p)
+        if self.num_codes:  # absent otherwise: older files read unchanged
+            config.update(output=self.output_type, num_codes=self.num_codes)
         return config
+
+
+def _at(block, level):
+    """The gated resnets' keyword arguments at `level`: the condition map of that level."""
+    kwargs = {k: v for k, v in block.items() if k != "maps"}
+    if block["maps"] is not None:
+        kwargs["s"] = block["maps"][level]
+    return kwargs
+

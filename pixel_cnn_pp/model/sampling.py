@@ -25,7 +25,6 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from pixel_cnn_pp.model.levels import to_levels
 from pixel_cnn_pp.model.mixture import UNIFORM_MIN
 from pixel_cnn_pp.model.steps import PixelStep, RowStep
 from pixel_cnn_pp.model.weight_norm import _WeightNormBase
@@ -109,20 +108,22 @@ def _seed(seed):
 
 # --- the two samplers, as plain functions of keras.ops (any batch size, any backend) --------
 
-def _writer(model, num_samples, seed, rounded=False, given=None, known=None):
+def _writer(model, num_samples, seed, rounded=False, given=None, known=None, temperature=None):
     """on_pixel(k, params (N, P), image) -> image with raster pixel k drawn from its parameters
     with `pixel_uniforms` and written back: continuous as the original, or moved to its level
-    with `rounded`; where `known` (N, H, W) is true, the pixel of `given` (N, H, W, C) instead."""
-    height, width, channels = model.image_shape
+    with `rounded` (`distribution.quantize`); where `known` (N, H, W) is true, the pixel of
+    `given` (N, H, W, C) instead. temperature: a categorical output's (None: the model's)."""
+    height, width, channels = model.x_shape
+    draw = {} if temperature is None else {"temperature": temperature}
     if given is not None:
         given = ops.reshape(given, (-1, height * width, channels))
         known = ops.reshape(known, (-1, height * width))
 
     def write(k, params, image):
         value = model.distribution.sample(ops.cast(params, "float32"),  # as the loss: float32
-                                          pixel_uniforms(model, num_samples, seed, k))
+                                          pixel_uniforms(model, num_samples, seed, k), **draw)
         if rounded:
-            value = to_levels(value)
+            value = model.distribution.quantize(value)
         if given is not None:
             at = ops.reshape(k, (1,))
             value = ops.where(ops.take(known, at, axis=1), ops.take(given, at, axis=1)[:, 0], value)
@@ -131,13 +132,14 @@ def _writer(model, num_samples, seed, rounded=False, given=None, known=None):
     return write
 
 
-def naive(model, num_samples, seed, labels=None, rounded=False):
-    """Continuous samples (N, H, W, C) in [-1, 1]: one full forward pass per pixel."""
-    height, width, channels = model.image_shape
-    write = _writer(model, num_samples, _seed(seed), rounded)
+def naive(model, num_samples, seed, labels=None, rounded=False, condition=None,
+          temperature=None):
+    """Continuous samples (N, `x_shape`) (images in [-1, 1]): one full forward pass per pixel."""
+    height, width, channels = model.x_shape
+    write = _writer(model, num_samples, _seed(seed), rounded, temperature=temperature)
 
     def pixel(k, image):
-        params = model(image, class_label=labels, training=False)
+        params = model(image, class_label=labels, training=False, condition=condition)
         flat = ops.reshape(params, (-1, height * width, params.shape[-1]))
         return write(k, ops.take(flat, ops.reshape(k, (1,)), axis=1)[:, 0], image)
 
@@ -159,11 +161,11 @@ def _steps(model):
 
 def _inputs(model, kind, num_samples):
     """The x a step's call takes (unused values: the steps read the image from the context)."""
-    width, channels = model.image_shape[1:]
+    width, channels = model.x_shape[1:]
     return ops.zeros((num_samples, 1, width if kind is RowStep else 1, channels))
 
 
-def _discover(model, image, labels, weights):
+def _discover(model, image, labels, weights, condition=None):
     """The sampler's initial state {key: zeros} and each step kind's layout, from one step of
     each kind with everything computed; its values are discarded (XLA and TF's function
     pruning drop the unused ops)."""
@@ -171,32 +173,35 @@ def _discover(model, image, labels, weights):
     state, layouts = {}, {}
     for kind in _steps(model):
         ctx = kind(state, image, zero, zero, None, weights)
-        model(_inputs(model, kind, ops.shape(image)[0]), class_label=labels, ctx=ctx)
+        model(_inputs(model, kind, ops.shape(image)[0]), class_label=labels, ctx=ctx,
+              condition=condition)
         state, layouts[kind] = ctx.state(), ctx.layout_of()
     return {key: ops.zeros_like(value) for key, value in state.items()}, layouts
 
 
-def state_bytes(model, num_samples, labels=None):
+def state_bytes(model, num_samples, labels=None, condition=None):
     """Bytes of the cached sampler's state (caches and held outputs) for `num_samples` images."""
-    image = ops.zeros((num_samples,) + model.image_shape)
-    state, _ = _discover(model, image, labels, kernels(model))
+    image = ops.zeros((num_samples,) + model.x_shape)
+    state, _ = _discover(model, image, labels, kernels(model), condition)
     return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in state.values())
 
 
-def _steps_over_pixels(model, image, labels, on_pixel, carry):
+def _steps_over_pixels(model, image, labels, on_pixel, carry, condition=None):
     """Run the cached network over every pixel in raster order, as one loop: a `RowStep` per
     image row (models with a vertical stack), then a `PixelStep` per pixel, after which
-    `on_pixel(k, params (N, P), image, carry)` returns the next (image, carry)."""
+    `on_pixel(k, params (N, P), image, carry)` returns the next (image, carry). The condition's
+    projections are made once, while discovering, and read by the steps."""
     height, width, _ = model.image_shape
     num_samples = ops.shape(image)[0]
     weights = kernels(model)
     zero = ops.convert_to_tensor(0, "int32")
 
-    state, layouts = _discover(model, image, labels, weights)
+    state, layouts = _discover(model, image, labels, weights, condition)
 
     def run(kind, row, col, image, state):
         ctx = kind(state, image, row, col, layouts[kind], weights)
-        out = model(_inputs(model, kind, num_samples), class_label=labels, ctx=ctx)
+        out = model(_inputs(model, kind, num_samples), class_label=labels, ctx=ctx,
+                    condition=condition)
         return out, ctx.state()
 
     def image_row(i, loop):
@@ -216,25 +221,28 @@ def _steps_over_pixels(model, image, labels, on_pixel, carry):
     return image, carry
 
 
-def cached(model, num_samples, seed, labels=None, rounded=False):
-    """Continuous samples (N, H, W, C) in [-1, 1]: those of `naive` for the same seed, up to
-    float rounding, at about the cost of one forward pass."""
-    write = _writer(model, num_samples, _seed(seed), rounded)
-    image = ops.zeros((num_samples,) + model.image_shape)
-    return _steps_over_pixels(model, image, labels, lambda k, p, x, c: (write(k, p, x), c), ())[0]
+def cached(model, num_samples, seed, labels=None, rounded=False, condition=None,
+           temperature=None):
+    """Continuous samples (N, `x_shape`): those of `naive` for the same seed, up to float
+    rounding, at about the cost of one forward pass."""
+    write = _writer(model, num_samples, _seed(seed), rounded, temperature=temperature)
+    image = ops.zeros((num_samples,) + model.x_shape)
+    return _steps_over_pixels(model, image, labels, lambda k, p, x, c: (write(k, p, x), c), (),
+                              condition)[0]
 
 
-def completion(model, x, known, seed, labels=None):
-    """x (N, H, W, C) in [-1, 1] completed where `known` (N, H, W) is false: the cached sampler
-    with each pixel kept from x where known, else drawn and fed back at its level (`rounded`),
-    so that completing a prefix of a `rounded` sample with its seed returns that sample."""
+def completion(model, x, known, seed, labels=None, condition=None):
+    """x (N, `x_shape`) completed where `known` (N, H, W) is false: the cached sampler with
+    each pixel kept from x where known, else drawn and fed back at its level (`rounded`), so
+    that completing a prefix of a `rounded` sample with its seed returns that sample."""
     num_samples = ops.shape(x)[0]
     write = _writer(model, num_samples, _seed(seed), True, x, known)
     image = ops.zeros_like(x)  # pixels enter as the loop reaches them, as in `cached`
-    return _steps_over_pixels(model, image, labels, lambda k, p, y, c: (write(k, p, y), c), ())[0]
+    return _steps_over_pixels(model, image, labels, lambda k, p, y, c: (write(k, p, y), c), (),
+                              condition)[0]
 
 
-def teacher_forced(model, x, labels=None):
+def teacher_forced(model, x, labels=None, condition=None):
     """The cached network's parameters at every pixel of given images x (N, H, W, C), one step
     at a time: (N, H, W, P), the full forward pass's `model(x)` up to float rounding."""
     height, width, _ = model.image_shape
@@ -243,31 +251,36 @@ def teacher_forced(model, x, labels=None):
         return image, _put(table, k, ops.cast(params, "float32"))
 
     table = ops.zeros((ops.shape(x)[0], height, width, model.distribution.num_params))
-    return _steps_over_pixels(model, x, labels, keep, table)[1]
+    return _steps_over_pixels(model, x, labels, keep, table, condition)[1]
 
 
 METHODS = {"cached": cached, "naive": naive}
 
 
-def continuous(model, num_samples, seed=0, labels=None, method="cached", rounded=False):
-    """`method`'s samples (N, H, W, C) in [-1, 1], from its compiled program (one per model,
-    method, `rounded` and batch size); labels: (N,) int32 or None."""
+def continuous(model, num_samples, seed=0, labels=None, method="cached", rounded=False,
+               condition=None, temperature=None):
+    """`method`'s samples (N, `x_shape`), from its compiled program (one per model, method,
+    `rounded`, temperature or not, and batch size); labels: (N,) int32 or None; condition:
+    (N, ...) or None; temperature: a float (a categorical output) or None."""
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {sorted(METHODS)}")
-    rounded = bool(rounded)
-    fn = compiled_for(model, method + ("-rounded" if rounded else ""),
-                      lambda n, seed, labels: METHODS[method](model, n, seed, labels, rounded),
-                      static_argnums=(0,))
-    if labels is not None:
-        labels = ops.convert_to_tensor(labels, "int32")
-    return fn(int(num_samples), _seed(seed), labels)
+    rounded, tempered = bool(rounded), temperature is not None
+    name = method + ("-rounded" if rounded else "") + ("-tempered" if tempered else "")
+    fn = compiled_for(model, name, lambda n, seed, labels, condition, temperature: METHODS[
+        method](model, n, seed, labels, rounded, condition, temperature if tempered else None),
+        static_argnums=(0,))
+    return fn(int(num_samples), _seed(seed), _tensor(labels, "int32"), _tensor(condition),
+              _tensor(temperature, "float32"))
 
 
-def complete(model, x, known, seed=0, labels=None):
-    """`completion` from its compiled program (one per model and batch size): x (N, H, W, C)
-    float32 in [-1, 1], known (N, H, W) bool, labels (N,) int32 or None."""
-    fn = compiled_for(model, "complete", lambda x, known, seed, labels: completion(
-        model, x, known, seed, labels))
-    if labels is not None:
-        labels = ops.convert_to_tensor(labels, "int32")
-    return fn(x, ops.convert_to_tensor(known, "bool"), _seed(seed), labels)
+def _tensor(value, dtype=None):
+    return None if value is None else ops.convert_to_tensor(value, dtype)
+
+
+def complete(model, x, known, seed=0, labels=None, condition=None):
+    """`completion` from its compiled program (one per model and batch size): x (N, `x_shape`)
+    float32, known (N, H, W) bool, labels (N,) int32 or None, condition (N, ...) or None."""
+    fn = compiled_for(model, "complete", lambda x, known, seed, labels, condition: completion(
+        model, x, known, seed, labels, condition))
+    return fn(x, ops.convert_to_tensor(known, "bool"), _seed(seed), _tensor(labels, "int32"),
+              _tensor(condition))

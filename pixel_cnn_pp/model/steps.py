@@ -48,6 +48,7 @@ class _Step(Pass):
         self.kernels = kernels or {}
         self.levels = {}  # key -> level, recorded while discovering
         self.structures = {}  # level -> the structure of its output, recorded while discovering
+        self.projections = {}  # layer name -> its condition projection, made while discovering
         self.level_now = 0
 
     @property
@@ -134,9 +135,30 @@ class _Step(Pass):
         return self.current[key]
 
     def layout_of(self):
-        """{"levels": {key: level}, "structures": {level: the structure of its output}} of a
-        discovering step."""
-        return {"levels": dict(self.levels), "structures": dict(self.structures)}
+        """{"levels": {key: level}, "structures": {level: the structure of its output},
+        "projections": {layer name: the condition's projection}} of a discovering step."""
+        return {"levels": dict(self.levels), "structures": dict(self.structures),
+                "projections": dict(self.projections)}
+
+    def condition_maps(self, model, condition, sizes):
+        """The maps while discovering; afterwards the steps read the projections made then, so
+        a placeholder per level."""
+        if condition is None or self.discovering:
+            return super().condition_maps(model, condition, sizes)
+        return list(range(len(sizes)))
+
+    def conditioned(self, layer, s):
+        """The projection of the whole condition map, made once per sampling call (while
+        discovering), at this step's position on the current level."""
+        if self.discovering:
+            self.projections[layer.name] = layer(s, ctx=self)
+        return self.here(self.layout["projections"][layer.name] if self.layout
+                         else self.projections[layer.name])
+
+    def here(self, value):
+        """The part of a map (B, H_level, W_level, C) at the current level that this step
+        computes."""
+        raise NotImplementedError
 
     def padded_image(self, layer):
         """with_ones(image) zero-padded as `layer.padding()` pads its input, in the layer's
@@ -192,6 +214,9 @@ class RowStep(_Step):
 
     def upsampled(self, y, level):
         return _pick(y, self.position[0] // 2 ** level % 2, axis=1)
+
+    def here(self, value):
+        return _pick(value, self.position[0] // 2 ** self.level_now, axis=1)
 
     def vertical(self, fn):
         values = fn()
@@ -281,6 +306,11 @@ class PixelStep(_Step):
 
     def at(self, value, level):
         return _pick(value, self.position[1] // 2 ** level, axis=2)
+
+    def here(self, value):
+        step = 2 ** self.level_now
+        return _pick(_pick(value, self.position[0] // step, axis=1), self.position[1] // step,
+                     axis=2)
 
     def vertical(self, fn):
         prefix = f"{RowStep.prefix}vertical/"
