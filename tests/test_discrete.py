@@ -203,3 +203,57 @@ def test_bad_inputs_are_refused_with_one_line():
     images = PixelCNNpp(image_shape=(8, 8, 1), nr_resnet=1, nr_filters=4, nr_logistic_mix=1)
     with pytest.raises(DataError, match="needs a categorical output"):
         images.sample(1, temperature=0.5)
+
+
+SERVE = """
+import json, sys, numpy as np, tensorflow as tf
+spec = json.loads(sys.argv[1])
+m = tf.saved_model.load(spec['path'])
+given = {k: tf.constant(np.load(spec[k])) for k in ('condition', 'class_label')}
+out = {'ll': m.signatures['serving_default'](codes=tf.constant(np.load(spec['codes'])),
+                                             **given)['log_likelihood'].numpy(),
+       'codes': m.signatures['sample'](num_samples=tf.constant(3), seed=tf.constant(4, tf.int64),
+                                       condition=given['condition'],
+                                       class_label=tf.constant(1))['codes'].numpy()}
+assert not [k for k in sys.modules if k.split('.')[0] in ('pixel_cnn_pp', 'pixel_snail')]
+np.savez(spec['out'], **out)
+"""
+
+
+def test_the_saved_model_of_a_conditioned_prior_returns_the_apis_codes(tmp_path):
+    """In a process that imports nothing of this project: serving_default's log-likelihoods
+    and sample's codes for a seed, with a code-map condition and a class; bad codes and
+    conditions refused by the graph."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pixel_cnn_pp.runtime.export import export_model
+    model, batch = code_prior(True, num_codes=5, size=4, condition="codes", num_classes=3)
+    path = export_model(model, str(tmp_path / "prior"))
+    codes, condition = batch["codes"][:3], batch["condition"][:3]
+    labels = batch["class_label"][:3].astype(np.int32)
+    spec = {"path": path, "out": str(tmp_path / "out.npz")}
+    for name, value in (("codes", codes), ("condition", condition), ("class_label", labels)):
+        spec[name] = str(tmp_path / f"{name}.npy")
+        np.save(spec[name], value)
+    result = subprocess.run([sys.executable, "-c", SERVE, json.dumps(spec)], capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    with np.load(spec["out"]) as out:
+        np.testing.assert_allclose(out["ll"], ops.convert_to_numpy(model.log_likelihood(
+            codes, condition=condition, class_label=labels)), rtol=1e-5)
+        served = out["codes"]
+    assert served.dtype == np.int32
+    np.testing.assert_array_equal(served, model.sample(3, seed=4, condition=condition,
+                                                       class_label=1))
+    likelihood = tf.saved_model.load(path).signatures["serving_default"]
+    given = dict(codes=tf.constant(codes), condition=tf.constant(condition),
+                 class_label=tf.constant(labels))
+    for bad, message in ((dict(codes=tf.constant(codes + 5)), r"codes must be in \[0, 5\)"),
+                         (dict(condition=tf.constant(condition[:2])),
+                          r"condition must be int32 \[batch, 2, 2\], one per datum"),
+                         (dict(condition=tf.constant(condition + 3)),
+                          r"condition must be in \[0, 3\)")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            likelihood(**{**given, **bad})

@@ -32,7 +32,9 @@ def commands(tiny_run, tmp_path_factory):
     for key in ("mutation_rate", "l2_weight"):
         del meta["train_config"][key]
     (old / "run.json").write_text(json.dumps(meta))
-    run, bg, bg_small = str(tiny_run), str(root / "bg"), str(root / "bg_small")
+    copy = root / "run"  # score and complete write into the run: not into the shared one
+    shutil.copytree(tiny_run, copy)
+    run, bg, bg_small = str(copy), str(root / "bg"), str(root / "bg_small")
     cases = {
         "background": TINY_FLAGS + ["--max_epochs=1", "--mutation_rate=0.2", "--l2_weight=1e-3",
                                     f"--save_dir={bg}"],
@@ -54,7 +56,7 @@ def commands(tiny_run, tmp_path_factory):
         "too many known rows": [f"--save_dir={run}", "--mode=complete", "--known_rows=9"],
     }
     results = in_one_process("train", list(cases.values()), timeout=600)
-    return dict(zip(cases, results)), tiny_run, root
+    return dict(zip(cases, results)), copy, root
 
 
 def test_a_background_run_records_its_settings(commands):

@@ -5,8 +5,19 @@ renamed at the end. Signatures (only core TensorFlow ops, no Python callbacks):
 
 * `serving_default`: images uint8 (B, H, W, C) [+ class_label int32 (B,)] ->
   bits_per_dim float32 (B,), log_likelihood float32 (B,) in nats.
+* `log_likelihood_map`: images uint8 (B, H, W, C) [+ class_label int32 (B,)] ->
+  log_likelihood float32 (B, H, W), each pixel's term in nats (`model.log_likelihood(images,
+  reduce="pixel")`; they sum to serving_default's log_likelihood).
 * `sample`: num_samples int32 (), seed int64 () [+ class_label int32 ()] ->
   images uint8 (num_samples, H, W, C); the same seed gives the same images.
+* `complete`: images uint8 (B, H, W, C), known bool (H, W) or (B, H, W), seed int64 ()
+  [+ class_label int32 (B,)] -> images uint8 (B, H, W, C): `model.complete`'s images, the
+  pixels where known is false drawn; B is bounded by max_samples as `sample`'s num_samples.
+
+A prior over code maps (a categorical output) takes and returns `codes` int32 (B, H, W) in
+[0, K) where the others say `images`. A model with a condition map takes `condition` (B, Hc,
+Wc, D) float32, or int32 (B, Hc, Wc) codes, one per datum (per sample in `sample`), in every
+signature, before `class_label`.
 
 `assets.extra/metadata.json` describes the model (kind, hyper-parameters, image shape, training
 step) and the kernel settings it was exported under (`hardware.kernel_settings`: a serving
@@ -25,7 +36,6 @@ import tempfile
 import tensorflow as tf
 
 from pixel_cnn_pp.errors import ExportError
-from pixel_cnn_pp.model.autoregressive import images_to_float
 from pixel_cnn_pp.runtime import atomic, hardware, runs
 from pixel_cnn_pp.runtime.graph_sampler import complete_images, sample_images
 
@@ -56,13 +66,38 @@ def _shape_of(tensor, rank):
     return shape, tf.pad(shape, [[0, rank]])[:rank]
 
 
+def _check_batch_of(tensor, name, dtype, shape, batch=None, codes=None):
+    """`tensor` of shape [batch, *shape] (batch >= 1, or equal to `batch` if given) and, for
+    code maps (`codes` = K), values in [0, K), checked after the shape."""
+    full, padded = _shape_of(tensor, 1 + len(shape))
+    ok = tf.logical_and(tf.equal(tf.size(full), 1 + len(shape)),
+                        tf.reduce_all(tf.equal(padded[1:], list(shape))))
+    dims = ", ".join(map(str, shape))
+    if batch is None:
+        check = _check(tf.logical_and(ok, padded[0] > 0),
+                       f"{name} must be {dtype} [batch >= 1, {dims}]; given shape", full)
+    else:
+        check = _check(tf.logical_and(ok, tf.equal(padded[0], batch)),
+                       f"{name} must be {dtype} [batch, {dims}], one per datum; given shape",
+                       full, "for a batch of", batch)
+    if not codes:
+        return [check]
+    with tf.control_dependencies([check]):
+        return [_check(tf.reduce_all((tensor >= 0) & (tensor < codes)),
+                       f"{name} must be in [0, {codes}); given values from",
+                       tf.reduce_min(tensor), "to", tf.reduce_max(tensor))]
+
+
 def _check_images(model, images):
-    h, w, c = model.image_shape
-    shape, padded = _shape_of(images, 4)
-    ok = tf.logical_and(tf.equal(tf.size(shape), 4),
-                        tf.reduce_all(tf.equal(padded[1:], [h, w, c])))
-    return [_check(tf.logical_and(ok, padded[0] > 0),
-                   f"images must be uint8 [batch >= 1, {h}, {w}, {c}]; given shape", shape)]
+    if model.num_codes:
+        return _check_batch_of(images, "codes", "int32", model.data_shape, codes=model.num_codes)
+    return _check_batch_of(images, "images", "uint8", model.image_shape)
+
+
+def _check_condition(model, condition, batch):
+    codes = model.condition_codes
+    return _check_batch_of(condition, "condition", "int32" if codes else "float32",
+                           model.condition_shape, batch, codes)
 
 
 def _check_labels(model, class_label, batch=None):
@@ -106,48 +141,62 @@ def _signatures(model, max_samples):
     """(name, function, input signature) of each endpoint. Inputs are declared without a
     shape and checked in the graph: a Session (TF Serving's loader) does not check the shapes
     of a signature, and a declared shape would let the checks be folded away."""
-    images = tf.TensorSpec(None, tf.uint8, name="images")
+    data = "codes" if model.num_codes else "images"  # the name of the data in and out
+    images = tf.TensorSpec(None, tf.int32 if model.num_codes else tf.uint8, name=data)
     n = tf.TensorSpec(None, tf.int32, name="num_samples")
     seed = tf.TensorSpec(None, tf.int64, name="seed")
     norm = math.log(2.0) * model.num_dims
 
-    # Optional inputs as *args: Keras binds the input signature to parameters without defaults.
-    def checked_images(images, label):
-        """(images, class_label) after their checks, for the signatures that take images."""
-        class_label = label[0] if label else None
+    # The optional inputs, in this order; passed as *args, as Keras binds the input signature
+    # to parameters without defaults.
+    optional = ((["condition"] if model.condition_shape else [])
+                + (["class_label"] if model.num_classes else []))
+
+    def checked_images(images, extra):
+        """(images, class_label, condition) after their checks, for the signatures that take
+        data (images or code maps)."""
+        given = dict(zip(optional, extra))
+        class_label, condition = given.get("class_label"), given.get("condition")
         checks = _check_images(model, images)
-        if model.num_classes:
-            with tf.control_dependencies(checks):
-                checks = _check_labels(model, class_label, tf.shape(images)[0])
+        batch = tf.shape(images)[0]
         with tf.control_dependencies(checks):
-            images = tf.ensure_shape(tf.identity(images), [None, *model.image_shape])
+            if model.num_classes:
+                checks = _check_labels(model, class_label, batch)
+            if condition is not None:
+                checks = checks + _check_condition(model, condition, batch)
+        with tf.control_dependencies(checks):
+            images = tf.ensure_shape(tf.identity(images), [None, *model.data_shape])
             if class_label is not None:
                 class_label = tf.identity(class_label)
-        return images, class_label
+            if condition is not None:
+                condition = tf.ensure_shape(tf.identity(condition), [None, *model.condition_shape])
+        return images, class_label, condition
 
-    def likelihood(images, *label):
-        images, class_label = checked_images(images, label)
-        nats = model.nll(images_to_float(images), class_label)
+    def likelihood(images, *extra):
+        images, class_label, condition = checked_images(images, extra)
+        nats = model.nll(model.distribution.encode(images), class_label, condition=condition)
         return {"log_likelihood": -nats, "bits_per_dim": nats / norm}
 
-    def likelihood_map(images, *label):
-        images, class_label = checked_images(images, label)
-        return {"log_likelihood": model.log_prob(images_to_float(images), class_label, "pixel")}
+    def likelihood_map(images, *extra):
+        images, class_label, condition = checked_images(images, extra)
+        return {"log_likelihood": model.log_prob(model.distribution.encode(images), class_label,
+                                                 "pixel", condition)}
 
-    def complete(images, known, seed, *label):
-        images, class_label = checked_images(images, label)
+    def complete(images, known, seed, *extra):
+        images, class_label, condition = checked_images(images, extra)
         batch = tf.shape(images)[0]
         seed = _checked_scalar(seed, "seed must be an int64 scalar")
         checks = _check_known(model, known, batch) + [
-            _check(batch <= max_samples, f"images must be at most {max_samples} per request "
+            _check(batch <= max_samples, f"{data} must be at most {max_samples} per request "
                                          "(the export's max_samples); given", batch)]
         with tf.control_dependencies(checks):
             known = tf.ensure_shape(tf.broadcast_to(known, [batch, *model.image_shape[:2]]),
                                     [None, *model.image_shape[:2]])
-            return {"images": complete_images(model, images, known, seed, class_label)}
+            return {data: complete_images(model, images, known, seed, class_label, condition)}
 
-    def sample(num_samples, seed, *label):
-        class_label = label[0] if label else None
+    def sample(num_samples, seed, *extra):
+        given = dict(zip(optional, extra))
+        class_label, condition = given.get("class_label"), given.get("condition")
         # Scalars checked before any allocation that depends on them.
         num_samples = _checked_scalar(num_samples, "num_samples must be an int32 scalar")
         seed = _checked_scalar(seed, "seed must be an int64 scalar")
@@ -157,16 +206,25 @@ def _signatures(model, max_samples):
         if model.num_classes:
             checks += _check_labels(model, class_label)
         with tf.control_dependencies(checks):
+            if condition is not None:  # one map per sample
+                checks = _check_condition(model, condition, num_samples)
+        with tf.control_dependencies(checks):
             if class_label is not None:
                 class_label = tf.reshape(class_label, [])
-            return {"images": sample_images(model, tf.identity(num_samples), seed, class_label)}
+            if condition is not None:
+                condition = tf.ensure_shape(tf.identity(condition), [None, *model.condition_shape])
+            return {data: sample_images(model, tf.identity(num_samples), seed, class_label,
+                                        condition=condition)}
 
     known = tf.TensorSpec(None, tf.bool, name="known")
-    labels = [tf.TensorSpec(None, tf.int32, name="class_label")] if model.num_classes else []
-    return [("serving_default", likelihood, [images, *labels]),
-            ("log_likelihood_map", likelihood_map, [images, *labels]),
-            ("complete", complete, [images, known, seed, *labels]),
-            ("sample", sample, [n, seed, *labels])]
+    specs = {"condition": tf.TensorSpec(None, tf.int32 if model.condition_codes else tf.float32,
+                                        name="condition"),
+             "class_label": tf.TensorSpec(None, tf.int32, name="class_label")}
+    extra = [specs[name] for name in optional]
+    return [("serving_default", likelihood, [images, *extra]),
+            ("log_likelihood_map", likelihood_map, [images, *extra]),
+            ("complete", complete, [images, known, seed, *extra]),
+            ("sample", sample, [n, seed, *extra])]
 
 
 def export_model(model, export_dir, version=None, overwrite=False, metadata=None,
@@ -231,10 +289,17 @@ def _write_warmup(model, path):
         return False
     request = predict_pb2.PredictRequest()
     request.model_spec.signature_name = "serving_default"
-    request.inputs["images"].CopyFrom(
-        tf.make_tensor_proto(tf.zeros((1, *model.image_shape), tf.uint8)))
+    if model.num_codes:
+        request.inputs["codes"].CopyFrom(
+            tf.make_tensor_proto(tf.zeros((1, *model.data_shape), tf.int32)))
+    else:
+        request.inputs["images"].CopyFrom(
+            tf.make_tensor_proto(tf.zeros((1, *model.image_shape), tf.uint8)))
     if model.num_classes:
         request.inputs["class_label"].CopyFrom(tf.make_tensor_proto([0], tf.int32))
+    if model.condition_shape:
+        request.inputs["condition"].CopyFrom(tf.make_tensor_proto(tf.zeros(
+            (1, *model.condition_shape), tf.int32 if model.condition_codes else tf.float32)))
     with tf.io.TFRecordWriter(path) as writer:
         log = prediction_log_pb2.PredictionLog(
             predict_log=prediction_log_pb2.PredictLog(request=request))
