@@ -38,8 +38,11 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "score", "complet
 flags.DEFINE_string("preset", None, f"Start from a named set-up: {', '.join(PRESETS)}.")
 flags.DEFINE_enum("model", _D.model, registry.model_names(), "Model to train.")
 flags.DEFINE_string("dataset", "digits",
-                    "cifar10, imagenet32, mnist (tfds), digits (embedded), or folder.")
+                    "cifar10, imagenet32, mnist (tfds), digits (embedded), folder, or codes "
+                    "(code maps of an .npz file: a prior over discrete codes).")
 flags.DEFINE_string("data_dir", None, "Folder of images for --dataset=folder.")
+flags.DEFINE_string("data_path", None, "--dataset=codes: .npz file with train_codes and "
+                    "test_codes (N, H, W) ints [, *_condition, *_labels].")
 flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data dir (default: ~/tensorflow_datasets).")
 flags.DEFINE_bool("binarize", False, "Threshold images to 0/255 (binarized MNIST).")
 flags.DEFINE_string("save_dir", None, "Run folder: checkpoints, TensorBoard logs, samples, exports. "
@@ -54,12 +57,15 @@ flags.DEFINE_float("dropout_p", None, "Dropout probability in the gated resnets 
 flags.DEFINE_integer("attn_rep", None, "PixelSNAIL: attention blocks (12).")
 flags.DEFINE_integer("key_size", None, "PixelSNAIL: key and query width (16).")
 flags.DEFINE_integer("mixin_size", None, "PixelSNAIL: value width (nr_filters / 2).")
-flags.DEFINE_enum("output", None, ["logistic_mixture", "bernoulli"],
-                  "PixelSNAIL: output distribution (bernoulli for binary images).")
+flags.DEFINE_enum("output", None, ["logistic_mixture", "bernoulli", "categorical"],
+                  "Output distribution: bernoulli (PixelSNAIL, binary images); categorical "
+                  "(code maps, set by --dataset=codes).")
+flags.DEFINE_integer("num_codes", None, "--dataset=codes: codebook size K (default: the "
+                     "file's num_codes, else its largest code + 1).")
 flags.DEFINE_enum("mixed_precision", "float32", list(PRECISIONS),
                   "Compute dtype of the model (variables and the loss stay float32).")
 MODEL_FLAGS = ("nr_resnet", "nr_filters", "nr_logistic_mix", "resnet_nonlinearity", "dropout_p",
-               "attn_rep", "key_size", "mixin_size", "output")
+               "attn_rep", "key_size", "mixin_size", "output", "num_codes")
 # Training options: the fields of TrainConfig.
 flags.DEFINE_bool("class_conditional", _D.class_conditional, "Condition on the class label.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Images per replica per step.")
@@ -141,7 +147,8 @@ def resolve_config():
         settings, tf1_checkpoint=F.tf1_checkpoint or "", tf1_weights=F.tf1_weights)
     options = commands.Options(
         mode=F.mode, save_dir=F.save_dir or os.path.join("runs", F.preset or dataset),
-        dataset=dataset, binarize=binarize, data_dir=F.data_dir, tfds_data_dir=F.tfds_data_dir,
+        dataset=dataset, binarize=binarize, data_dir=F.data_dir, data_path=F.data_path,
+        tfds_data_dir=F.tfds_data_dir,
         strategy=F.strategy, cpu_replicas=F.cpu_replicas, global_batch_size=F.global_batch_size,
         eval_split=F.eval_split, allow_changed_hparams=F.allow_changed_hparams,
         export_at_end=F.export_at_end, background_dir=F.background_dir,

@@ -161,8 +161,9 @@ def test_a_conditioned_code_prior_round_trips_through_a_keras_file(tmp_path):
     model.save(tmp_path / "prior.keras")
     loaded = keras.models.load_model(tmp_path / "prior.keras")
     given = dict(condition=batch["condition"], class_label=batch["class_label"])
-    np.testing.assert_array_equal(ops.convert_to_numpy(loaded.log_likelihood(batch["codes"], **given)),
-                                  ops.convert_to_numpy(model.log_likelihood(batch["codes"], **given)))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(loaded.log_likelihood(batch["codes"], **given)),
+        ops.convert_to_numpy(model.log_likelihood(batch["codes"], **given)))
 
 
 @pytest.mark.parametrize("build, message", [

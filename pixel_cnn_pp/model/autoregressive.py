@@ -58,9 +58,9 @@ class AutoregressiveModel(keras.Model):
             self.condition_shape = tuple(int(d) for d in condition_shape)
             rank = 2 if self.condition_codes else 3
             if len(self.condition_shape) != rank or min(self.condition_shape) <= 0:
-                raise ConfigError(
-                    f"condition_shape must be {'(Hc, Wc) for a code map' if rank == 2 else '(Hc, Wc, D)'}"
-                    f" with positive sizes, got {condition_shape}")
+                expected = "(Hc, Wc) for a code map" if rank == 2 else "(Hc, Wc, D)"
+                raise ConfigError(f"condition_shape must be {expected} with positive sizes, "
+                                  f"got {condition_shape}")
         if self.condition_codes is not None and (self.condition_codes < 2
                                                  or self.condition_shape is None):
             raise ConfigError(f"condition_codes={condition_codes} needs condition_shape and at "

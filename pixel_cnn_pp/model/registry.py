@@ -56,10 +56,13 @@ def model_class(name):
 
 
 def model_options(name):
-    """{option: default} of the model's constructor (image_shape and num_classes included)."""
-    parameters = inspect.signature(model_class(name).__init__).parameters
-    options = {p.name: p.default for p in parameters.values()
-               if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"}
+    """{option: default} of the model's constructor (image_shape and num_classes included),
+    and those of `AutoregressiveModel`'s that it passes on (the condition map's)."""
+    from pixel_cnn_pp.model.autoregressive import AutoregressiveModel
+    options = {}
+    for init in (AutoregressiveModel.__init__, model_class(name).__init__):
+        options.update({p.name: p.default for p in inspect.signature(init).parameters.values()
+                        if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"})
     return {**options, **{k: None for k in KERAS_OPTIONS}}
 
 

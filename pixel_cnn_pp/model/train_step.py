@@ -10,7 +10,6 @@ training runs.
 import keras
 from keras import ops
 
-from pixel_cnn_pp.model.autoregressive import images_to_float
 from pixel_cnn_pp.model.optim import OriginalAdam, PolyakAverage
 
 
@@ -31,10 +30,12 @@ class TrainStep:
         self.optimizer = OriginalAdam(learning_rate, lr_decay=lr_decay, epsilon=adam_epsilon)
         self.optimizer.build(model.trainable_variables)
 
-    def loss(self, images, labels=None):
-        """Summed nats of a batch of uint8 images (B, H, W, C), dropout on: the original's loss
-        (not a mean). `labels`: (B,) ints for a class-conditional model, else None."""
-        return ops.sum(self.model.nll(images_to_float(images), labels, training=True))
+    def loss(self, images, labels=None, condition=None):
+        """Summed nats of a batch of uint8 images (B, H, W, C) (or code maps), dropout on: the
+        original's loss (not a mean). `labels`: (B,) ints for a class-conditional model, else
+        None; `condition`: (B, ...) maps for a model with a condition_shape."""
+        return ops.sum(self.model.nll(self.model.distribution.encode(images), labels,
+                                      training=True, condition=condition))
 
     def penalty(self, num_images):
         """l2_weight x num_images x the sum of squares of the weights the network applies,

@@ -29,6 +29,7 @@ class Options:
     dataset: str = "digits"
     binarize: bool = False
     data_dir: str = None
+    data_path: str = None  # the .npz file of --dataset=codes
     tfds_data_dir: str = None
     strategy: str = "mirrored"
     cpu_replicas: int = 0  # 0: the strategy's own devices
@@ -82,13 +83,16 @@ def run(config, options, tf1=None, log=print):
         config.batch_size = options.global_batch_size // replicas
     keras.utils.set_random_seed(config.seed)  # weights, dropout: a rerun is identical
     if options.mode == "train":
-        setup = Setup(strategy, config.batch_size * replicas, _dataset(options, tf1))
+        setup = Setup(strategy, config.batch_size * replicas, _dataset(options, tf1, config))
         return train(config, options, setup, tf1, log)
     run_json = None if tf1 else runs.read_run(options.save_dir)
     if run_json:  # the model's own data, whatever the flags say
         options = dataclasses.replace(options, dataset=run_json["dataset"],
                                       binarize=run_json["binarize"])
-    setup = Setup(strategy, config.batch_size * replicas, _dataset(options, tf1))
+    setup = Setup(strategy, config.batch_size * replicas, _dataset(options, tf1, config))
+    if setup.dataset.model_options and options.mode in ("score", "complete"):
+        raise ConfigError(f"--mode={options.mode} works on images; for code maps use the "
+                          "Python API (log_likelihood(reduce=...), complete)")
     model, source = trained_model(config, options, setup, tf1, run_json)
     if options.mode == "eval":
         return evaluate(model, options, setup, source, log)
@@ -96,7 +100,7 @@ def run(config, options, tf1=None, log=print):
         return score(model, config, options, setup, log)
     if options.mode == "complete":
         return complete(model, config, options, setup, log)
-    return sample(model, config, options, log)
+    return sample(model, config, options, setup, log)
 
 
 def _strategy(options):
@@ -104,9 +108,10 @@ def _strategy(options):
     return distribute.make_strategy(options.strategy, devices)
 
 
-def _dataset(options, tf1):
+def _dataset(options, tf1, config):
     dataset = data.load(options.dataset, options.data_dir, options.tfds_data_dir,
-                        options.binarize)
+                        options.binarize, options.data_path,
+                        config.model_options.get("num_codes"))
     if tf1 is not None:
         channels = tf1_checkpoint.infer_hyperparameters(tf1)["image_channels"]
         if channels != dataset.image_shape[-1]:
@@ -162,13 +167,15 @@ def evaluate(model, options, setup, source, log=print):
     return bpd
 
 
-def sample(model, config, options, log=print):
+def sample(model, config, options, setup, log=print):
     """`config.num_samples` images with `config.seed`, written to <save_dir>/samples/
-    samples_seed_<seed>.png and .npy; returns the PNG's path."""
-    images = model.sample(config.num_samples, config.seed,
-                          trainer.sample_labels(model, config.num_samples))
+    samples_seed_<seed>.png and .npy (code maps: the .npy, conditioned on the first test
+    conditions); returns the file's path."""
+    n = config.num_samples
+    images = model.sample(n, config.seed, trainer.sample_labels(model, n),
+                          condition=trainer.sample_conditions(model, setup.dataset, n))
     path = samples.write(options.save_dir, images, f"samples_seed_{config.seed}")
-    log(f"wrote {len(images)} samples to {path} and .npy")
+    log(f"wrote {len(images)} samples to {path}" + (" and .npy" if images.ndim == 4 else ""))
     return path
 
 

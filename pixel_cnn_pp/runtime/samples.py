@@ -27,9 +27,13 @@ def image_grid(images, min_side=256, cols=None):
 
 def write(save_dir, images, stem, cols=None):
     """Write uint8 images (N, H, W, C) as a grid PNG (`cols` per row) and an .npy file; returns
-    the PNG path."""
+    the PNG path. Code maps (N, H, W) are written as the .npy file only (its path returned)."""
     folder = os.path.join(save_dir, "samples")
     tf.io.gfile.makedirs(folder)
+    if np.ndim(images) == 3:
+        path = os.path.join(folder, stem + ".npy")
+        atomic.save_npy(path, images)
+        return path
     path = os.path.join(folder, stem + ".png")
     atomic.save_png(path, image_grid(images, cols=cols))
     atomic.save_npy(os.path.join(folder, stem + ".npy"), images)

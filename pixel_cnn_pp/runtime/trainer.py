@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from pixel_cnn_pp.errors import CheckpointError, ConfigError, DataError, TrainingError
-from pixel_cnn_pp.model.autoregressive import images_to_float
 from pixel_cnn_pp.model.registry import build_model
 from pixel_cnn_pp.model.train_step import TrainStep
 from pixel_cnn_pp.runtime import atomic, runs, samples
@@ -45,9 +44,10 @@ def evaluate(model, split, strategy, global_batch, name="test"):
 
     @tf.function
     def step(batch):
-        def replica(images, labels):
+        def replica(images, labels, *condition):
             labels = labels if conditional else None
-            return tf.reduce_sum(model.nll(images_to_float(images), labels))
+            return tf.reduce_sum(model.nll(model.distribution.encode(images), labels,
+                                           condition=condition[0] if condition else None))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=batch),
                                axis=None)
 
@@ -87,6 +87,30 @@ def sample_labels(model, num_samples):
     return (np.arange(num_samples) % model.num_classes).astype(np.int32)
 
 
+def sample_conditions(model, dataset, num_samples):
+    """Conditions of a sample grid: those of the first test data, cycled; None without."""
+    if model.condition_shape is None:
+        return None
+    first = next(iter(dataset.test.batch(num_samples)))[2].numpy()
+    return first[np.arange(num_samples) % len(first)]
+
+
+def model_options(config, dataset):
+    """The model's options: the run's, and those its data fix (code maps: a categorical output
+    over the file's codes, its condition); a run's option that contradicts them is refused."""
+    options = dict(config.model_options)
+    fixed = dataset.model_options
+    if not fixed:
+        if options.get("output") == "categorical" or options.get("num_codes"):
+            raise ConfigError(f"--output=categorical and --num_codes model code maps: use "
+                              f"--dataset=codes (--dataset={dataset.name} holds images)")
+        return options
+    if options.get("output", "categorical") != "categorical":
+        raise ConfigError(f"--output={options['output']}: --dataset=codes holds code maps, "
+                          "which take --output=categorical")
+    return {**options, **fixed}
+
+
 class Trainer:
     """Owns the model, its training step (Adam, Polyak average) and the save dir of one run.
     `tf1`: the `tf1_checkpoint.Tf1Checkpoint` of `config.tf1_checkpoint` where the caller has
@@ -106,8 +130,11 @@ class Trainer:
             raise ConfigError(f"--class_conditional: dataset {dataset.name!r} has no labels")
         num_classes = dataset.num_classes if config.class_conditional else None
         with strategy.scope():
+            if dataset.model_options and config.mutation_rate:
+                raise ConfigError(f"--mutation_rate={config.mutation_rate} perturbs image "
+                                  "levels; --dataset=codes holds code maps")
             self.model = build_model(config.model, dataset.image_shape, num_classes=num_classes,
-                                     **config.model_options)
+                                     **model_options(config, dataset))
             self.model.build_all()
             check_data_fits(self.model, dataset, self.global_batch, config.init_batch_size)
             # Shadows before DDI, as the original (their g and b start at 1 and 0).
@@ -174,10 +201,11 @@ class Trainer:
         if self.config.tf1_checkpoint:
             self.load_tf1()
             return False
-        images, labels = next(iter(data_lib.batches(
+        images, labels, *condition = next(iter(data_lib.batches(
             self.data.train, self.config.init_batch_size, self.config.seed, self.data.train_size)))
         with self.strategy.scope():  # cross-replica: every replica gets the same g and b
-            self.model.initialize(images.numpy(), class_label=self._labels(labels.numpy()))
+            self.model.initialize(images.numpy(), class_label=self._labels(labels.numpy()),
+                                  condition=condition[0].numpy() if condition else None)
         self.log(f"data-dependent init on {self.config.init_batch_size} training images")
         return False
 
@@ -196,17 +224,17 @@ class Trainer:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _replica_loss_and_grads(self, images, labels):
+    def _replica_loss_and_grads(self, images, labels, *condition):
         """(summed nats, gradients of the objective): the nats, plus the L2 penalty of a
         background model where `l2_weight` is set (the nats alone are reported)."""
         with tf.GradientTape() as tape:
-            loss = self.step.loss(images, self._labels(labels))
+            loss = self.step.loss(images, self._labels(labels), *condition)
             objective = loss + self.step.penalty(tf.shape(images)[0]) \
                 if self.step.l2_weight else loss
         return loss, tape.gradient(objective, self.model.trainable_variables)
 
-    def _replica_train_step(self, images, labels):
-        loss, grads = self._loss_and_grads(images, labels)
+    def _replica_train_step(self, images, labels, *condition):
+        loss, grads = self._loss_and_grads(images, labels, *condition)
         self.step.apply(grads)  # Keras sums the replicas' gradients
         return loss
 
@@ -240,9 +268,11 @@ class Trainer:
                             self.strategy, self.global_batch, split)
 
     def sample(self, num_samples, seed):
-        """uint8 samples with the Polyak weights (cached sampler)."""
+        """uint8 samples (code maps: int32) with the Polyak weights (cached sampler)."""
         with self.ema.averaged():
-            return self.model.sample(num_samples, seed, sample_labels(self.model, num_samples))
+            return self.model.sample(num_samples, seed, sample_labels(self.model, num_samples),
+                                     condition=sample_conditions(self.model, self.data,
+                                                                 num_samples))
 
     def train(self, allow_changes=False):
         """Train to `max_epochs`, resuming if the save dir holds a checkpoint, while holding the
@@ -317,7 +347,7 @@ class Trainer:
         images = self.sample(self.config.num_samples, self.config.seed)
         if self.chief:
             samples.write(self.save_dir, images, f"samples_epoch_{epoch:04d}")
-            if writers:
+            if writers and images.ndim == 4:  # images; code maps are written as .npy only
                 with writers["test"].as_default(step=int(self.optimizer.iterations.numpy())):
                     tf.summary.image("samples", samples.image_grid(images)[None])
 
