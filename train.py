@@ -62,10 +62,13 @@ flags.DEFINE_enum("output", None, ["logistic_mixture", "bernoulli", "categorical
                   "(code maps, set by --dataset=codes).")
 flags.DEFINE_integer("num_codes", None, "--dataset=codes: codebook size K (default: the "
                      "file's num_codes, else its largest code + 1).")
+flags.DEFINE_bool("remat", None, "Recompute each gated resnet's activations in the backward "
+                  "pass instead of keeping them: less memory (larger images, batches), about "
+                  "one more forward pass of time.")
 flags.DEFINE_enum("mixed_precision", "float32", list(PRECISIONS),
                   "Compute dtype of the model (variables and the loss stay float32).")
 MODEL_FLAGS = ("nr_resnet", "nr_filters", "nr_logistic_mix", "resnet_nonlinearity", "dropout_p",
-               "attn_rep", "key_size", "mixin_size", "output", "num_codes")
+               "attn_rep", "key_size", "mixin_size", "output", "num_codes", "remat")
 # Training options: the fields of TrainConfig.
 flags.DEFINE_bool("class_conditional", _D.class_conditional, "Condition on the class label.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Images per replica per step.")

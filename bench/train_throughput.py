@@ -11,7 +11,8 @@ Each measurement runs in its own subprocess (its own peak memory, its own Tensor
   without AVX-512); `xla` adds `jit_compile=True`; `bf16` the `mixed_bfloat16` policy;
   `backend-filter-grad` and `products-filter-grad` force `model/conv.py`'s filter gradient (the
   backend's own, or the matrix products) where the others take train.py's choice for the
-  machine (`hardware.choose_filter_gradient`).
+  machine (`hardware.choose_filter_gradient`); `remat` recomputes every gated resnet in the
+  backward pass (`--remat`).
   A TF_ENABLE_ONEDNN_OPTS set by the caller applies to the runs that do not set their own, and
   their labels say so.
 * `--baseline=REV`: the same variants on the code of git revision REV (exported to a temporary
@@ -72,6 +73,8 @@ SETTINGS = {
     "xla": dict(jit_compile=True, mixed_precision="float32"),
     "bf16": dict(jit_compile=False, mixed_precision="mixed_bfloat16"),
     "xla+bf16": dict(jit_compile=True, mixed_precision="mixed_bfloat16"),
+    # Gradient checkpointing: every gated resnet recomputed in the backward pass.
+    "remat": dict(jit_compile=False, mixed_precision="float32", remat=True),
     # The backend's own filter gradient for the stride-1 convolutions (model/conv.py).
     "backend-filter-grad": dict(jit_compile=False, mixed_precision="float32",
                                 filter_gradient="backend"),
@@ -116,6 +119,7 @@ def run_variant(name):
     conv.FILTER_GRADIENT = settings.pop("filter_gradient", conv.FILTER_GRADIENT)
     overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters") if getattr(F, k)}
     trainer, batch = harness.preset_trainer(F.preset, F.batch_size, **overrides, **settings)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # build and DDI's peak
     start = time.time()
     first_loss = float(trainer.train_step(batch))
     warmup = time.time() - start
@@ -127,6 +131,7 @@ def run_variant(name):
     print(json.dumps({"step": float(np.median(times)), "warmup": warmup,
                       "params": trainer.model.count_params(), "loss": first_loss,
                       "rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                      "rss_before_steps_gib": before,
                       "versions": f"TF {tf.__version__}"}))
 
 
@@ -273,13 +278,15 @@ def report(timed, rounds):
     what = (f"{F.preset}{' with ' + overrides_text() if overrides_text() else ''}, "
             f"{any_result['params']:,} parameters, batch {F.batch_size}")
     lines = ["| run | s/step (median) | images/s | time / original's (TF defaults) "
-             "| speed vs first row | first step (trace/compile) | peak RSS | first loss (nats) |",
+             "| speed vs first row | first step (trace/compile) | peak RSS (before the steps) "
+             "| first loss (nats) |",
              "|---|---|---|---|---|---|---|---|"]
     for label, r in results:
         vs_original = f"{r['step'] / original:.2f}x" if original else "n/a"
         lines.append(f"| {label} | {r['step']:.2f} s | {F.batch_size / r['step']:.2f} | "
                      f"{vs_original} | {first / r['step']:.2f}x | {r['warmup']:.0f} s | "
-                     f"{r['rss_gib']:.1f} GiB | {r['loss']:.1f} |")
+                     f"{r['rss_gib']:.1f} GiB ({r.get('rss_before_steps_gib', float('nan')):.1f}) | "
+                     f"{r['loss']:.1f} |")
     stopped = f" (stopped after {rounds} of {F.rounds})" if rounds < F.rounds else ""
     if rounds > 1:
         lines += ["", f"Each row: the median of {rounds} rounds{stopped}. Per round, in order:",

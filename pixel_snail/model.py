@@ -45,7 +45,7 @@ class AttentionBlock(keras.layers.Layer):
 
     def __init__(self, filters, nr_resnet, key_size, mixin_size, image_channels=3,
                  nonlinearity="elu", dropout_p=0.0, input_channels=None, num_classes=None,
-                 condition_channels=None, **kwargs):
+                 condition_channels=None, remat=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.nr_resnet = int(nr_resnet)
@@ -57,6 +57,7 @@ class AttentionBlock(keras.layers.Layer):
         self.input_channels = self.image_channels if input_channels is None else int(input_channels)
         self.num_classes = num_classes
         self.condition_channels = condition_channels
+        self.remat = bool(remat)
 
         dtype = {"dtype": self.dtype_policy}  # sublayers compute in the block's precision
 
@@ -65,7 +66,7 @@ class AttentionBlock(keras.layers.Layer):
             return GatedResnet(width, conv=conv, nonlinearity=nonlinearity,
                                dropout_p=self.dropout_p, aux=aux, ddi_epsilon=eps,
                                num_classes=num_classes, condition_channels=condition_channels,
-                               **dtype)
+                               remat=self.remat, **dtype)
 
         f, c = self.filters, self.image_channels
         # Created in the original's order, which fixes the TF1 `conv2d_k` / `dense_k` counters.
@@ -106,6 +107,8 @@ class AttentionBlock(keras.layers.Layer):
         config.update(filters=self.filters, nr_resnet=self.nr_resnet, key_size=self.key_size,
                       mixin_size=self.mixin_size, image_channels=self.image_channels,
                       nonlinearity=self.nonlinearity, dropout_p=self.dropout_p)
+        if self.remat:
+            config["remat"] = True
         for key in ("input_channels", "num_classes", "condition_channels"):  # set ones only
             if getattr(self, key) is not None and (key != "input_channels"
                                                    or self.input_channels != self.image_channels):
@@ -135,14 +138,15 @@ class PixelSNAIL(AutoregressiveModel):
     Beyond the original: class conditioning (its train.py raises NotImplementedError; here the
     one-hot h of PixelCNN++ into every gated resnet) and a spatial condition map
     (`condition_shape`, resized to H x W and projected into every gated resnet), as the
-    conditional priors of VQ-VAE-2. Not ported: `att_downsample > 1` (the unpublished
+    conditional priors of VQ-VAE-2; `remat=True`, every gated resnet recomputed in the
+    backward pass (`GatedResnet`; the attention maps are kept). Not ported: `att_downsample > 1` (the unpublished
     `h12_pool2_smallkey`).
     """
 
     def __init__(self, image_shape=(32, 32, 3), nr_resnet=4, nr_filters=256, nr_logistic_mix=10,
                  resnet_nonlinearity="elu", dropout_p=0.5, attn_rep=12, key_size=16,
                  query_size=None, mixin_size=None, output="logistic_mixture", num_classes=None,
-                 num_codes=None, **kwargs):
+                 num_codes=None, remat=False, **kwargs):
         if output == "categorical" and len(image_shape) == 2:
             image_shape = (*image_shape, 1)
         super().__init__(image_shape, num_classes=num_classes, **kwargs)
@@ -166,6 +170,7 @@ class PixelSNAIL(AutoregressiveModel):
         if self.mixin_size <= 0:
             raise ConfigError(f"mixin_size must be positive, got {mixin_size}")
         self.output_type = output  # `output` is a keras.Model property
+        self.remat = bool(remat)
         if output == "bernoulli":
             self.distribution = Bernoulli(channels)
         else:
@@ -183,8 +188,8 @@ class PixelSNAIL(AutoregressiveModel):
         self.blocks = [AttentionBlock(f, self.nr_resnet, self.key_size, self.mixin_size,
                                       image_channels=codes, nonlinearity=resnet_nonlinearity,
                                       dropout_p=self.dropout_p, num_classes=self.num_classes,
-                                      condition_channels=self.condition_channels, **inputs,
-                                      **dtype)
+                                      condition_channels=self.condition_channels,
+                                      remat=self.remat, **inputs, **dtype)
                        for _ in range(self.attn_rep)]
         self.out_nin = Nin(self.distribution.num_params, **dtype)
 
@@ -216,4 +221,6 @@ class PixelSNAIL(AutoregressiveModel):
                       output=self.output_type)
         if self.num_codes:  # absent otherwise: older files read unchanged
             config.update(num_codes=self.num_codes)
+        if self.remat:
+            config.update(remat=True)
         return config

@@ -28,10 +28,10 @@ tf.config.set_logical_device_configuration(
 # under a minute each): xdist hands them out in this order, so the two workers finish
 # together instead of one running the last long file alone.
 LONGEST_FIRST = ["test_training.py", "test_export.py", "test_jax_backend.py",
-                 "test_reliability.py", "test_score_cli.py", "test_discrete.py", "test_codes_cli.py",
-                 "test_cli.py",
-                 "test_sampling.py", "test_tf1_checkpoint.py", "test_pixel_snail_training.py",
-                 "test_model.py", "test_mixture.py", "test_hardware.py"]
+                 "test_reliability.py", "test_score_cli.py", "test_discrete.py",
+                 "test_codes_cli.py", "test_cli.py", "test_sampling.py", "test_tf1_checkpoint.py",
+                 "test_pixel_snail_training.py", "test_model.py", "test_mixture.py",
+                 "test_hardware.py"]
 
 
 def pytest_sessionstart(session):

@@ -102,8 +102,9 @@ def checkpoint_values(save_dir):
             if not name.startswith("_CHECKPOINTABLE")}
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
-    args = TINY_FLAGS + ["--max_epochs=4", "--save_interval=1"]
+@pytest.mark.parametrize("extra", [[], ["--remat"]], ids=["default", "remat"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, extra):
+    args = TINY_FLAGS + ["--max_epochs=4", "--save_interval=1"] + extra
     reference = run_train(args + [f"--save_dir={tmp_path / 'ref'}"])
     assert reference.returncode == 0, reference.stderr[-2000:]
 

@@ -23,7 +23,9 @@ class GatedResnet(keras.layers.Layer):
         c2 = conv(dropout(f(c1)), 2C, init_scale=0.1) [+ h @ hw] [+ nin(s, 2C, init_scale=0.1)]
         out = x + c2[..., :C] * sigmoid(c2[..., C:])
 
-    x: (B, H, W, C) -> (B, H, W, C); a: (B, H, W, C_a) if `aux`; h: (B, K) if `num_classes`;
+    x: (B, H, W, C) -> (B, H, W, C); a: (B, H, W, C_a) if `aux` (or a list of maps, concatenated
+    here: under remat the concatenation is recomputed rather than kept); h: (B, K) if
+    `num_classes`;
     s: (B, H, W, D), a condition map at this block's resolution, if `condition_channels` = D
     (not in the original: VQ-VAE-2's conditional priors; projected like `a`, by a
     weight-normalised 1x1 convolution, into the gate input as `h` is, with the gate's init
@@ -34,11 +36,18 @@ class GatedResnet(keras.layers.Layer):
 
     Sublayers are created in the original's order (conv 1, nin of a, conv 2, conditional weights),
     which fixes the TF1 variable counters; see `creation_order`.
+
+    `remat` (not in the original; off by default): in a training pass the block keeps only its
+    inputs for the backward pass and recomputes its activations there (`keras.remat`:
+    tf.recompute_grad, jax.checkpoint), about one more forward pass of time for a fraction of
+    the memory. Its dropout mask is drawn before, by the same Dropout layer and seed stream, and
+    kept (as booleans), so the recomputation applies the same mask and the gradients are those
+    without remat to float rounding.
     """
 
     def __init__(self, filters, conv="down_shifted", nonlinearity="concat_elu", dropout_p=0.0,
                  aux=False, num_classes=None, ddi_epsilon=None, condition_channels=None,
-                 **kwargs):
+                 remat=False, **kwargs):
         super().__init__(**kwargs)
         if conv not in CONVS:
             raise ConfigError(f"GatedResnet: conv={conv!r} is not one of {sorted(CONVS)}")
@@ -52,6 +61,7 @@ class GatedResnet(keras.layers.Layer):
         self.num_classes = num_classes
         self.ddi_epsilon = ddi_epsilon
         self.condition_channels = None if condition_channels is None else int(condition_channels)
+        self.remat = bool(remat)
         self._f = get_nonlinearity(nonlinearity)
         eps = {} if ddi_epsilon is None else {"ddi_epsilon": ddi_epsilon}
         conv_cls = CONVS[conv]
@@ -79,12 +89,40 @@ class GatedResnet(keras.layers.Layer):
         if (s is None) == bool(self.condition_channels):
             raise ValueError(f"{self.name}: condition_channels={self.condition_channels}, "
                              f"called with s={s is not None}")
+        if not (self.remat and training and ctx is FULL):  # DDI and sampler steps keep all
+            drop = None if self.dropout is None else (
+                lambda c: self.dropout(c, training=training))
+            return self._block(x, a, h, s, ctx, drop)
+        keep = None
+        if self.dropout is not None and training:  # the mask of `self.dropout`, drawn now
+            width = 2 * self.filters if self.nonlinearity == "concat_elu" else self.filters
+            ones = ops.ones(tuple(ops.shape(x)[:-1]) + (width,), self.compute_dtype)
+            keep = ops.not_equal(self.dropout(ones, training=True), 0)
+        parts = list(a) if isinstance(a, (list, tuple)) else [] if a is None else [a]
+        given = parts + [t for t in (h, s) if t is not None]
+        names = [f"a{i}" for i in range(len(parts))] + [
+            n for n, t in (("h", h), ("s", s)) if t is not None]
+
+        def block(x, *tensors):  # the mask is closed over: no gradient, the same in the rerun
+            t = dict(zip(names, tensors))
+            scale = 1.0 / (1.0 - self.dropout_p)
+            drop = None if keep is None else (
+                lambda c: ops.where(keep, c * ops.cast(scale, c.dtype), 0))
+            a = [t[f"a{i}"] for i in range(len(parts))] or None
+            return self._block(x, a, t.get("h"), t.get("s"), ctx, drop)
+
+        return keras.remat(block)(x, *given)
+
+    def _block(self, x, a, h, s, ctx, drop):
+        """The block's arithmetic; `drop`: the dropout to apply, or None."""
+        if isinstance(a, (list, tuple)):
+            a = ops.concatenate(list(a), axis=-1)
         c = self.conv1(self._f(x), ctx=ctx)
         if a is not None:
             c = c + self.nin_a(self._f(a), ctx=ctx)
         c = self._f(c)
-        if self.dropout is not None:
-            c = self.dropout(c, training=training)
+        if drop is not None:
+            c = drop(c)
         c = self.conv2(c, ctx=ctx)
         if h is not None:
             c = c + self.cond(h)
@@ -99,5 +137,6 @@ class GatedResnet(keras.layers.Layer):
         config = super().get_config()
         config.update(filters=self.filters, conv=self.conv, nonlinearity=self.nonlinearity,
                       dropout_p=self.dropout_p, aux=self.aux, num_classes=self.num_classes,
-                      ddi_epsilon=self.ddi_epsilon, condition_channels=self.condition_channels)
+                      ddi_epsilon=self.ddi_epsilon, condition_channels=self.condition_channels,
+                      remat=self.remat)
         return config

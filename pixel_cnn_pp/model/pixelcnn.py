@@ -32,7 +32,8 @@ class PixelCNNpp(AutoregressiveModel):
     `output="categorical"` with `num_codes=K` (not in the original): a prior over code maps,
     x one-hot (B, H, W, K), image_shape (H, W, 1), P = K logits. `condition_shape` (and
     `condition_codes`): a spatial condition map, resized to H, H/2 and H/4 and projected into
-    every gated resnet (`AutoregressiveModel`).
+    every gated resnet (`AutoregressiveModel`). `remat=True`: every gated resnet recomputes
+    its activations in the backward pass instead of keeping them (`GatedResnet`).
     `dtype` is the Keras dtype policy of every layer ("mixed_bfloat16": bfloat16 compute, float32
     variables); the loss is float32 whatever it is.
 
@@ -44,7 +45,7 @@ class PixelCNNpp(AutoregressiveModel):
 
     def __init__(self, image_shape=(32, 32, 3), nr_resnet=5, nr_filters=160, nr_logistic_mix=10,
                  resnet_nonlinearity="concat_elu", dropout_p=0.5, num_classes=None,
-                 output="logistic_mixture", num_codes=None, **kwargs):
+                 output="logistic_mixture", num_codes=None, remat=False, **kwargs):
         if output == "categorical" and len(image_shape) == 2:
             image_shape = (*image_shape, 1)
         super().__init__(image_shape, num_classes=num_classes, **kwargs)
@@ -62,6 +63,7 @@ class PixelCNNpp(AutoregressiveModel):
         self.resnet_nonlinearity = resnet_nonlinearity
         self.dropout_p = float(dropout_p)
         self.output_type = output  # `output` is a keras.Model property
+        self.remat = bool(remat)
         self.distribution = make_output(output, channels, self.nr_logistic_mix, num_codes)
         if self.condition_shape is not None:
             check_sizes(self.condition_shape, self.level_sizes())
@@ -69,7 +71,8 @@ class PixelCNNpp(AutoregressiveModel):
         f, dtype = self.nr_filters, {"dtype": self.dtype_policy}
         block = functools.partial(GatedResnet, f, nonlinearity=resnet_nonlinearity,
                                   dropout_p=self.dropout_p, num_classes=num_classes,
-                                  condition_channels=self.condition_channels, **dtype)
+                                  condition_channels=self.condition_channels,
+                                  remat=self.remat, **dtype)
 
         def pair(n, aux_u):
             return [(block(conv="down_shifted", aux=aux_u),
@@ -163,7 +166,7 @@ class PixelCNNpp(AutoregressiveModel):
             ul = ctx.upsampled(up(ul, ctx=ctx), level)
         for u_block, ul_block in self.down_blocks[level]:
             u = ctx.at(u_values[u_block.name], level)
-            ul = ul_block(ul, a=ops.concatenate([u, kept.pop()], axis=-1), **_at(block, level))
+            ul = ul_block(ul, a=[u, kept.pop()], **_at(block, level))  # concatenated there
         return ul
 
     def get_config(self):
@@ -173,6 +176,8 @@ class PixelCNNpp(AutoregressiveModel):
                       resnet_nonlinearity=self.resnet_nonlinearity, dropout_p=self.dropout_p)
         if self.num_codes:  # absent otherwise: older files read unchanged
             config.update(output=self.output_type, num_codes=self.num_codes)
+        if self.remat:
+            config.update(remat=True)
         return config
 
 

@@ -32,7 +32,7 @@ LOCK_FILE = ".lock"
 WEIGHTS = ("ema", "raw")
 # TrainConfig fields a resumed run may change freely: they do not change what is trained.
 FREE_TO_CHANGE = ("max_epochs", "save_interval", "num_samples", "jit_compile", "init_batch_size",
-                  "tf1_checkpoint", "tf1_weights")
+                  "tf1_checkpoint", "tf1_weights", "remat")  # remat: the same step, less memory
 # run.json files written before tf1_checkpoint was named so hold "init_from_tf1_checkpoint"
 # instead: free to change too, so it is never compared and those runs resume as they are.
 
@@ -74,7 +74,7 @@ def run_differences(old, new):
     old_options, new_options = old.get("model_options", {}), new["model_options"]
     differences += [(key, old_options.get(key), new_options.get(key))
                     for key in sorted(set(old_options) | set(new_options))
-                    if old_options.get(key) != new_options.get(key)]
+                    if key not in FREE_TO_CHANGE and old_options.get(key) != new_options.get(key)]
     old_config, new_config = old.get("train_config", {}), new["train_config"]
     # A setting added since a run.json was written is that run's default (its behaviour then).
     old_config = {**dataclasses.asdict(TrainConfig()), **old_config}
