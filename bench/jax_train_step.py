@@ -5,6 +5,7 @@
     KERAS_BACKEND=jax python bench/jax_train_step.py --sampling --naive_pixels=8
     KERAS_BACKEND=jax python bench/jax_train_step.py --batch_sizes=64 \
         --filter_gradients=backend,products --matmul_precision=default,highest
+    KERAS_BACKEND=jax python bench/jax_train_step.py --batch_sizes=16,64 --precisions=float32 --remat
 
 Needs no TensorFlow. The step is the one train.py runs: `TrainStep` of the preset's settings
 (the model's summed-nats loss with dropout, the original Adam with the preset's learning rate,
@@ -49,6 +50,8 @@ flags.DEFINE_list("precisions", ["float32", "bf16"], "float32 and/or bf16 (mixed
 flags.DEFINE_integer("steps", 10, "Timed steps after the compiling one (each way).")
 flags.DEFINE_integer("nr_resnet", 0, "Override the preset's nr_resnet (0: keep).")
 flags.DEFINE_integer("nr_filters", 0, "Override the preset's nr_filters (0: keep).")
+flags.DEFINE_bool("remat", False, "Time the model with remat=True (every gated resnet "
+                  "recomputed in the backward pass): run it beside a run without, same machine.")
 flags.DEFINE_bool("sampling", False, "Time sampling of 16 and 256 images instead of training.")
 flags.DEFINE_integer("naive_pixels", 8, "--sampling: naive pixels timed and scaled.")
 flags.DEFINE_list("filter_gradients", [conv.DEFAULT_FILTER_GRADIENT],
@@ -65,7 +68,7 @@ POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16"}
 def build(precision, batch):
     """(TrainStep of the preset, uint8 images (batch, H, W, C)), initialised as train.py does:
     shadows first, then data-dependent init on the preset's init batch (its first images)."""
-    overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters") if getattr(F, k)}
+    overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters", "remat") if getattr(F, k)}
     config, dataset, _ = from_preset(F.preset, mixed_precision=POLICIES[precision], **overrides)
     shape = DATASET_SHAPES[dataset]
     model = build_model(config.model, shape, **config.model_options)
