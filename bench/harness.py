@@ -1,6 +1,6 @@
 """What every bench script shares: the set-up before the project's imports (`setup`), the line
 that says what a result was measured on (`machine_header`), how a result is reported (`report`)
-and the trainer of a preset on random images (`preset_trainer`).
+and the model and trainer of a preset on random images (`preset_model`, `preset_trainer`).
 
 A script runs as `python bench/<name>.py`, so Python finds this module beside it:
 
@@ -79,6 +79,26 @@ def report(what, lines, machine=None):
     under them). `machine` defaults to `machine_header()`."""
     print(f"\n`{command()}` ({machine or machine_header()}): {what}\n")
     print("\n".join(lines), flush=True)
+
+
+def preset_model(preset, image_size=0, **overrides):
+    """A built model of a preset with dropout off, data-dependently initialised on 16 random
+    images of the preset dataset's shape (`image_size` x `image_size` if set); `overrides`
+    are model flags {name: value} (0 or None: the preset's)."""
+    import numpy as np
+
+    from pixel_cnn_pp.model.registry import build_model
+    from pixel_cnn_pp.runtime.config import DATASET_SHAPES, from_preset
+
+    config, dataset, _ = from_preset(preset, dropout_p=0.0,
+                                     **{k: v for k, v in overrides.items() if v})
+    shape = DATASET_SHAPES[dataset]
+    if image_size:
+        shape = (image_size, image_size, shape[-1])
+    model = build_model(config.model, shape, **config.model_options)
+    model.build_all()
+    model.initialize(np.random.RandomState(0).randint(0, 256, (16, *shape), np.uint8))
+    return model
 
 
 def preset_trainer(preset, batch_size, **overrides):

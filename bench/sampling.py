@@ -24,9 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from pixel_cnn_pp.model.registry import build_model  # noqa: E402
 from pixel_cnn_pp.runtime import hardware  # noqa: E402
-from pixel_cnn_pp.runtime.config import DATASET_SHAPES, from_preset  # noqa: E402
 
 flags.DEFINE_string("preset", "cifar10",
                     "Preset whose model is timed: cifar10 (PixelCNN++ paper configuration), "
@@ -49,16 +47,8 @@ def timed(fn):
 
 
 def build():
-    overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters", "attn_rep")
-                 if getattr(F, k)}
-    config, dataset, _ = from_preset(F.preset, dropout_p=0.0, **overrides)
-    shape = DATASET_SHAPES[dataset]
-    if F.image_size:
-        shape = (F.image_size, F.image_size, shape[-1])
-    model = build_model(config.model, shape, **config.model_options)
-    model.build_all()
-    model.initialize(np.random.RandomState(0).randint(0, 256, (16, *shape), np.uint8))
-    return model
+    overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters", "attn_rep")}
+    return harness.preset_model(F.preset, F.image_size, **overrides)
 
 
 def naive_seconds(model, n):

@@ -28,9 +28,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from pixel_cnn_pp.model.levels import images_to_float  # noqa: E402
-from pixel_cnn_pp.model.registry import build_model  # noqa: E402
 from pixel_cnn_pp.runtime import hardware  # noqa: E402
-from pixel_cnn_pp.runtime.config import DATASET_SHAPES, from_preset  # noqa: E402
 
 flags.DEFINE_string("preset", "cifar10", "Preset whose model is timed (cifar10: PixelCNN++ "
                     "paper configuration, 32x32x3, nr_resnet 5, nr_filters 160, 10 logistics).")
@@ -54,15 +52,8 @@ def timed(fn):
 
 
 def build():
-    overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters") if getattr(F, k)}
-    config, dataset, _ = from_preset(F.preset, dropout_p=0.0, **overrides)
-    shape = DATASET_SHAPES[dataset]
-    if F.image_size:
-        shape = (F.image_size, F.image_size, shape[-1])
-    model = build_model(config.model, shape, **config.model_options)
-    model.build_all()
-    model.initialize(np.random.RandomState(0).randint(0, 256, (16, *shape), np.uint8))
-    return model
+    overrides = {k: getattr(F, k) for k in ("nr_resnet", "nr_filters")}
+    return harness.preset_model(F.preset, F.image_size, **overrides)
 
 
 def rounds(calls, n):
