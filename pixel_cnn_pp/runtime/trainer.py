@@ -37,9 +37,9 @@ def bits_per_dim(model, nats, num_images):
     return nats / (math.log(2.0) * model.num_dims * num_images)
 
 
-def evaluate(model, split, strategy, global_batch, name="test"):
-    """Bits/dim of a tf.data split with the model's current weights, dropout off, the last
-    partial batch dropped (as the original). `model` must live in `strategy`'s scope."""
+def eval_step(model, strategy):
+    """The traced evaluation step: a distributed batch -> its summed NLL in nats over all
+    replicas. Built once per run and reused, so each evaluation does not trace it again."""
     conditional = bool(model.num_classes)
 
     @tf.function
@@ -50,7 +50,14 @@ def evaluate(model, split, strategy, global_batch, name="test"):
                                            condition=condition[0] if condition else None))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=batch),
                                axis=None)
+    return step
 
+
+def evaluate(model, split, strategy, global_batch, name="test", step=None):
+    """Bits/dim of a tf.data split with the model's current weights, dropout off, the last
+    partial batch dropped (as the original). `model` must live in `strategy`'s scope; `step`,
+    `eval_step(model, strategy)` to reuse (one is built when it is None)."""
+    step = step or eval_step(model, strategy)
     total, count = 0.0, 0
     for batch in strategy.experimental_distribute_dataset(data_lib.batches(split, global_batch)):
         total += float(step(batch))
@@ -146,6 +153,7 @@ class Trainer:
                                           self.epoch)
         self.ckpt_dir = os.path.join(save_dir, runs.CHECKPOINTS)
         self.manager = None  # opened by restore_or_initialize, once the save dir is checked
+        self._eval_step = None  # traced at the first evaluation, reused by the later ones
         self._loss_and_grads = tf.function(self._replica_loss_and_grads, jit_compile=True) \
             if config.jit_compile else self._replica_loss_and_grads
         self.train_step = self.new_train_step()
@@ -264,8 +272,10 @@ class Trainer:
     def evaluate(self, split="test"):
         """Bits/dim of a split with the Polyak weights, dropout off."""
         with self.ema.averaged():
+            if self._eval_step is None:
+                self._eval_step = eval_step(self.model, self.strategy)
             return evaluate(self.model, self.data.test if split == "test" else self.data.train,
-                            self.strategy, self.global_batch, split)
+                            self.strategy, self.global_batch, split, self._eval_step)
 
     def sample(self, num_samples, seed):
         """uint8 samples (code maps: int32) with the Polyak weights (cached sampler)."""
