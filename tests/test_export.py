@@ -259,11 +259,17 @@ def test_bad_inputs_are_refused_by_the_graph(exported):
         loaded.signatures["log_likelihood_map"](images=images, class_label=tf.constant([0, 5]))
 
 
-def test_a_grayscale_export_refuses_rgb_images_in_the_session_loader(tmp_path):
+@pytest.fixture(scope="module")
+def gray_export(tmp_path_factory):
+    """The export path of a grayscale model that serves at most 8 images a request."""
+    model = small_pixelcnn(image_shape=(8, 8, 1), nr_filters=4, nr_logistic_mix=1)
+    return export_model(model, str(tmp_path_factory.mktemp("gray") / "m"), max_samples=8)
+
+
+def test_a_grayscale_export_refuses_rgb_images_in_the_session_loader(gray_export, tmp_path):
     """saved_model_cli run is TF Serving's loader (a Session, which does not check signature
     shapes): RGB images for a grayscale model are an error there too, not a bits/dim."""
-    model = small_pixelcnn(image_shape=(8, 8, 1), nr_filters=4, nr_logistic_mix=1)
-    path = export_model(model, str(tmp_path / "gray"))
+    path = gray_export
     np.save(tmp_path / "rgb.npy", np.zeros((2, 8, 8, 3), np.uint8))
     result = subprocess.run(
         ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve", "--signature_def",
@@ -274,11 +280,10 @@ def test_a_grayscale_export_refuses_rgb_images_in_the_session_loader(tmp_path):
     assert "images must be uint8 [batch >= 1, 8, 8, 1]; given shape] [2 8 8 3]" in result.stderr
 
 
-def test_a_huge_sample_request_is_refused_at_once(tmp_path):
+def test_a_huge_sample_request_is_refused_at_once(gray_export):
     """num_samples above the export's max_samples fails before any allocation: within seconds
     and without growing the process (it once took 22.5 GB before the kernel killed it)."""
-    model = small_pixelcnn(image_shape=(8, 8, 1), nr_filters=4, nr_logistic_mix=1)
-    path = export_model(model, str(tmp_path / "m"), max_samples=8)
+    path = gray_export
     assert describe(path)["max_samples"] == 8
     sample = tf.saved_model.load(path).signatures["sample"]
     sample(num_samples=tf.constant(8), seed=tf.constant(1, tf.int64))  # the bound itself works
