@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,6 +18,7 @@ from pixel_cnn_pp.errors import ExportError
 from pixel_cnn_pp.runtime import hardware
 from pixel_cnn_pp.runtime.export import describe, export_model, next_version
 from conftest import REPO, random_images, small_pixelcnn
+from models import assert_same_levels
 from processes import in_one_process
 
 PYTHON_CALLBACK_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
@@ -28,6 +30,7 @@ def exported(tmp_path_factory):
     class-conditional model."""
     root = tmp_path_factory.mktemp("exports")
     out = {}
+    keras.utils.set_random_seed(1)  # the same models whatever ran before in this process
     for name, classes in (("plain", None), ("cond", 3)):
         model = small_pixelcnn(nr_filters=8, nr_logistic_mix=2,
                                num_classes=classes)
@@ -172,8 +175,9 @@ def served(exported, tmp_path_factory):
 def test_a_serving_process_returns_the_apis_images_under_the_same_settings(
         exported, served, name, setting):
     """The export's scores equal the Keras model's to float rounding under any kernels; its
-    `sample` signature returns `model.sample`'s images for a seed whenever both run under the
-    same kernel settings, whatever the import order."""
+    `sample` and `complete` signatures return the API's images for a seed whenever both run
+    under the same kernel settings, whatever the import order (to a rare level at a rounding
+    boundary: they are two graphs, whose kernels may add in different orders)."""
     model = exported[name][0]
     images, results = served
     out, settings = results[setting]
@@ -190,12 +194,12 @@ def test_a_serving_process_returns_the_apis_images_under_the_same_settings(
     assert completed.shape == images.shape and completed.dtype == np.uint8
     np.testing.assert_array_equal(completed.reshape(3, 64, 3)[:, :27],
                                   images.reshape(3, 64, 3)[:, :27])
-    np.testing.assert_array_equal(completed, out[f"{name}/api_complete"])
+    assert_same_levels(completed, out[f"{name}/api_complete"])
     a = out[f"{name}/a"]
     assert a.shape == (3, 8, 8, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, out[f"{name}/b"])
     assert (a != out[f"{name}/c"]).any()
-    np.testing.assert_array_equal(a, out[f"{name}/api"])
+    assert_same_levels(a, out[f"{name}/api"])
     if setting == "flipped" and results["clean"][1]["onednn_in_effect"] is not None:
         # the explicit setting reached the kernels: the other one than the default's
         assert settings["onednn_in_effect"] is not results["clean"][1]["onednn_in_effect"]

@@ -35,11 +35,11 @@ assert keras.backend.backend() == "jax"
 environ = dict(os.environ)
 for name in spec["modules"]:
     importlib.import_module(name)
-RESULTS = {}
+RESULTS, SHARED = {}, {}  # SHARED: models a section leaves for later ones
 def section(name, source):
     start = time.perf_counter()
     try:
-        exec(source, {"spec": spec, "environ": environ})
+        exec(source, {"spec": spec, "environ": environ, "shared": SHARED})
         RESULTS[name] = "ok"
     except BaseException:
         RESULTS[name] = traceback.format_exc()
@@ -118,6 +118,7 @@ for k, s in enumerate(step.ema.shadows):
 jitted = jax.jit(step.stateless_step)  # compiled once, for both steps
 state, loss = jitted(step.state(), data["images"], data["labels"])
 state, loss = jitted(state, data["images"], data["labels"])
+shared["pixelcnn"] = model  # the TensorFlow trainer's starting weights, for the samplers
 np.testing.assert_allclose(float(loss), float(data["loss"]), rtol=1e-5)
 diffs = np.concatenate([np.abs(np.asarray(v) - data[f"{kind}_after{k}"]).ravel()
                         for kind, values in (("w", state[0]), ("s", state[3]))
@@ -126,18 +127,19 @@ assert diffs.max() < 5e-5 and np.mean(diffs > 1e-6) < 0.01, (diffs.max(), np.mea
 """
 
 # The samplers under jax.jit (variables through a StatelessScope): cached images equal naive
-# ones (a class-conditional PixelCNN++ and a grayscale PixelSNAIL; each compiles three
-# programs), so the cached network's steps compute the full network's outputs (pixel by pixel,
-# test_sampling.py checks that on TensorFlow); the likelihood's reductions agree; a rounded
-# sample's prefix completes to it.
+# ones (the class-conditional PixelCNN++ of the training step, with the TensorFlow trainer's
+# starting weights, and a grayscale PixelSNAIL; each compiles three programs), so the cached
+# network's steps compute the full network's outputs (pixel by pixel, test_sampling.py checks
+# that on TensorFlow); the likelihood's reductions agree; a rounded sample's prefix completes
+# to it.
 SECTIONS["sampling"] = """
 import numpy as np
 from keras import ops
 from models import SAMPLING_CASES, assert_same_images, random_images, sampling_model
 from pixel_cnn_pp.model import sampling
-for size, channels, num_classes, snail in ((8, 3, 3, False), SAMPLING_CASES["snail-gray-6"]):
-    model = sampling_model(size, channels, num_classes, snail)
-    labels = None if num_classes is None else np.array([1, 2], np.int32)
+gray_snail = sampling_model(*SAMPLING_CASES["snail-gray-6"])
+for model, labels in ((shared["pixelcnn"], np.array([1, 2], np.int32)), (gray_snail, None)):
+    size, _, channels = model.image_shape
     cached = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, 'cached'))
     naive = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, 'naive'))
     assert_same_images(cached, naive)
