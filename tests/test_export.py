@@ -310,14 +310,16 @@ def test_versions_and_overwrite(tmp_path):
     root = str(tmp_path / "models")
     assert next_version(root) == 1
     first = export_model(model, root)
-    second = export_model(model, root)
-    assert (os.path.basename(first), os.path.basename(second)) == ("1", "2")
+    assert os.path.basename(first) == "1" and next_version(root) == 2  # what the next one takes
     stamp = os.path.getmtime(os.path.join(first, "saved_model.pb"))
     with pytest.raises(ExportError, match="exists; pass --overwrite"):
         export_model(model, root, version=1)
     assert os.path.getmtime(os.path.join(first, "saved_model.pb")) == stamp
-    export_model(model, root, version=1, overwrite=True)
-    assert sorted(os.listdir(root)) == ["1", "2"]
+    os.makedirs(os.path.join(root, "7"))  # a version folder of another export
+    assert next_version(root) == 8
+    assert export_model(model, root, version=1, overwrite=True) == first
+    assert sorted(os.listdir(root)) == ["1", "7"]
+    assert os.path.getmtime(os.path.join(first, "saved_model.pb")) != stamp
 
 
 def test_export_py_cli(run_dir):

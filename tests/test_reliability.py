@@ -46,39 +46,26 @@ def lose_state(run_dir, how):
 
 # -- checkpoints never silently restart ------------------------------------------------------------
 
-def test_a_lost_state_file_resumes_from_the_checkpoints_present(tiny_run, tmp_path):
+def test_a_lost_state_file_resumes_from_the_checkpoints_present(commands):
     """The checkpoint state file deleted, or garbage: the run resumes from the newest
-    checkpoint present (both cases in one process)."""
-    states = ("deleted", "garbage")
-    before = {}
-    for state in states:
-        shutil.copytree(tiny_run, tmp_path / state)
-        lose_state(tmp_path / state, state)
-        before[state] = files(tmp_path / state / "checkpoints")
-    results = in_one_process("train", [RUN + ["--max_epochs=3", f"--save_dir={tmp_path / s}"]
-                                       for s in states])
-    for state, result in zip(states, results):
+    checkpoint present (deleted: and trains on; garbage: with no epoch left to train)."""
+    for state in ("deleted", "garbage"):
+        result, save_dir, before, _ = commands[f"state {state}"]
         assert result["exit"] == 0, (state, result)
         out = result["stdout"]
         assert "rebuilt it from the 2 checkpoint(s) present" in out, state
         assert "resumed from" in out and "ckpt-4: step 4, epoch 2" in out, state
         assert "data-dependent init" not in out
-        after = files(tmp_path / state / "checkpoints")
-        assert all(after[name] == content for name, content in before[state].items()
+        after = files(save_dir / "checkpoints")
+        assert all(after[name] == content for name, content in before.items()
                    if name.startswith("ckpt-"))  # nothing lost or overwritten
-        assert "ckpt-6.index" in after
+    assert "ckpt-6.index" in files(commands["state deleted"][1] / "checkpoints")
 
 
-def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(tiny_run, tmp_path):
+def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(commands):
     """Training, and the read-only users of a run (eval, sample, export through load_run): one
-    damaged copy of the run each, the three commands in one process."""
-    modes = {"eval": "truncate", "sample": "flip", "train": "flip"}
-    for mode, how in modes.items():
-        shutil.copytree(tiny_run, tmp_path / mode)
-        damage(tmp_path / mode, 4, how)
-    results = dict(zip(modes, in_one_process("train", [
-        (RUN + ["--max_epochs=3"] if mode == "train" else ["--num_samples=2"])
-        + [f"--save_dir={tmp_path / mode}", f"--mode={mode}"] for mode in modes])))
+    damaged copy of the run each."""
+    results = {mode: commands[f"damaged {mode}"][0] for mode in ("eval", "sample", "train")}
     for mode, result in results.items():
         assert result["exit"] == 0, (mode, result)
         assert "ckpt-4 cannot be restored" in result["stdout"], mode
@@ -86,8 +73,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(tiny_run, tmp_p
     assert "ckpt-2)" in results["eval"]["stdout"]
     assert "resumed from" in results["train"]["stdout"]
     assert "ckpt-2: step 2, epoch 1" in results["train"]["stdout"]
-    assert ckpt(tmp_path / "train", 6).with_suffix(".index").exists()
-    assert (tmp_path / "sample" / "samples" / "samples_seed_1.npy").exists()
+    train_dir, sample_dir = commands["damaged train"][1], commands["damaged sample"][1]
+    assert ckpt(train_dir, 6).with_suffix(".index").exists()
+    assert (sample_dir / "samples" / "samples_seed_1.npy").exists()
 
 
 # -- refused before any work, nothing written ------------------------------------------------------
@@ -123,11 +111,33 @@ REFUSED = {
 }
 
 
+def stale_lock(save_dir):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (save_dir / ".lock").write_text(json.dumps(
+        {"pid": int(dead), "host": os.uname().nodename, "started": "2026-11-25 10:00:00"}))
+
+
+# name: (how to prepare a copy of the trained run, the flags after the save dir): runs that
+# go on from a damaged or abandoned copy.
+RESUMED = {
+    "state deleted": (lambda d: lose_state(d, "deleted"), RUN + ["--max_epochs=3"]),
+    "state garbage": (lambda d: lose_state(d, "garbage"), RUN),
+    "damaged eval": (lambda d: damage(d, 4, "truncate"), ["--mode=eval"]),
+    "damaged sample": (lambda d: damage(d, 4, "flip"), ["--mode=sample", "--num_samples=2"]),
+    "damaged train": (lambda d: damage(d, 4, "flip"), RUN + ["--max_epochs=3"]),
+    "stale lock": (stale_lock, RUN + ["--max_epochs=3", "--learning_rate=0.01",
+                                      "--allow_changed_hparams"]),
+}
+
+
 @pytest.fixture(scope="module")
-def refused(tiny_run, tmp_path_factory):
-    """{name: (its one-line error and output, the save dir, its files before)} of every
-    REFUSED command line, run in one process; a live process holds the lock of one copy."""
-    root = tmp_path_factory.mktemp("refused")
+def commands(tiny_run, tmp_path_factory):
+    """{name: (its exit and output, the save dir, its files before, the lock holder's pid)} of
+    every
+    REFUSED and RESUMED command line, all run in one process; a live process holds the lock
+    of one copy."""
+    root = tmp_path_factory.mktemp("commands")
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     try:
         cases = {}
@@ -147,6 +157,12 @@ def refused(tiny_run, tmp_path_factory):
                      "started": "2026-11-25 10:00:00"}))
             before = files(save_dir) if save_dir.is_dir() else save_dir.exists()
             cases[name] = (RUN + flags + [f"--save_dir={save_dir}"], save_dir, before)
+        for name, (prepare, flags) in RESUMED.items():
+            save_dir = root / name.replace(" ", "_")
+            shutil.copytree(tiny_run, save_dir)
+            prepare(save_dir)
+            cases[name] = (flags + [f"--save_dir={save_dir}"], save_dir,
+                           files(save_dir / "checkpoints"))
         results = in_one_process("train", [args for args, _, _ in cases.values()])
     finally:
         holder.kill()
@@ -156,8 +172,8 @@ def refused(tiny_run, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
-def test_refused_before_any_work_and_nothing_written(refused, name):
-    result, save_dir, before, holder = refused[name]
+def test_refused_before_any_work_and_nothing_written(commands, name):
+    result, save_dir, before, holder = commands[name]
     message = REFUSED[name][2].format(holder=holder)
     assert isinstance(result["exit"], str), result
     assert result["exit"].startswith("train.py: error:") and message in result["exit"], result
@@ -183,15 +199,10 @@ def test_every_refusal_exits_non_zero_with_one_line_on_stderr(tmp_path):
     assert f"train.py: error: --save_dir='{path}' is a file, not a folder" == last_line(result)
 
 
-def test_a_stale_lock_is_taken_over_and_released(run_dir):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
-    (run_dir / ".lock").write_text(json.dumps(
-        {"pid": int(dead), "host": os.uname().nodename, "started": "2026-11-25 10:00:00"}))
-    result = run_train(RUN + ["--max_epochs=3", "--learning_rate=0.01",
-                              "--allow_changed_hparams", f"--save_dir={run_dir}"])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "taking over the stale lock" in result.stdout
+def test_a_stale_lock_is_taken_over_and_released(commands):
+    result, run_dir, _, _ = commands["stale lock"]
+    assert result["exit"] == 0, result
+    assert "taking over the stale lock" in result["stdout"]
     assert not (run_dir / ".lock").exists()
     # --allow_changed_hparams continued the run and recorded the change.
     run = json.loads((run_dir / "run.json").read_text())
