@@ -227,8 +227,11 @@ class RowStep(_Step):
 
 class PixelStep(_Step):
     """Pixel (i, j) of the horizontal stack: every map is one position (B, 1, 1, C). Causal
-    convolutions keep their input's last rows in ring buffers (slots, W + left, B, C), written
-    one position per step; the vertical stack's rows come from the `RowStep` of row i."""
+    convolutions keep their input's last rows in buffers (B, W + left, C), batch first so that
+    a window is a stack of their slices, already in the (B, rows, columns, C) order of the
+    kernel (a transpose per convolution per pixel was a quarter of the sampler's op time),
+    written one position per step; the vertical stack's rows come from the `RowStep` of row
+    i."""
 
     prefix = "pixel:"
 
@@ -238,14 +241,14 @@ class PixelStep(_Step):
         return ops.logical_and(ops.equal(row % step, 0), ops.equal(col % step, 0))
 
     def _rows(self, layer, x, top, left, level):
-        """The keys and tensors of a causal conv's input rows at `level`, (W + left, B, C):
+        """The keys and tensors of a causal conv's input rows at `level`, (B, W + left, C):
         the row being written and (top = 1) the finished row above it."""
         if top > 1:
             raise ValueError(f"{layer.name}: pixel steps keep one row above; filter height "
                              f"{top + 1} is not supported")
         width = self.image.shape[2] // 2 ** level
         keys = [self.key(layer, "row")] + ([self.key(layer, "above")] if top else [])
-        make = lambda: ops.zeros((width + left, self.batch(), x.shape[-1]), x.dtype)  # noqa
+        make = lambda: ops.zeros((self.batch(), width + left, x.shape[-1]), x.dtype)  # noqa
         return keys, [self.get(key, make) for key in keys]
 
     def _write(self, layer, x, top, left, level):
@@ -254,10 +257,8 @@ class PixelStep(_Step):
         col = self.position[1] // 2 ** level
         if top:  # a new row starts at column 0: the finished one moves up (no copy)
             self.set(keys[1], ops.cond(ops.equal(col, 0), lambda: rows[0], lambda: rows[1]))
-        # One position of a (W + left, B, C) buffer: the write that each pixel step pays for.
-        index = ops.reshape(col + left, (1, 1))
-        self.set(keys[0], ops.scatter_update(rows[0], index,
-                                             ops.reshape(x, (1, -1, x.shape[-1]))))
+        # One position of a (B, W + left, C) buffer: the write that each pixel step pays for.
+        self.set(keys[0], _put_at(rows[0], col + left, ops.reshape(x, (-1, x.shape[-1]))))
 
     def window(self, layer, x, top, left, right):
         if right:
@@ -269,9 +270,9 @@ class PixelStep(_Step):
             self._write(layer, x, top, left, level_in)
         _, rows = self._rows(layer, x, top, left, level_in)
         start = self.position[1] // 2 ** self.level_now * stride
-        cols = [ops.slice(r, [start, 0, 0], [left + 1, r.shape[1] or self.batch(), r.shape[2]])
+        cols = [ops.slice(r, [0, start, 0], [r.shape[0] or self.batch(), left + 1, r.shape[2]])
                 for r in reversed(rows)]  # the row above first
-        return ops.transpose(ops.stack(cols), (2, 0, 1, 3))  # (B, top + 1, left + 1, C)
+        return ops.stack(cols, axis=1)  # (B, top + 1, left + 1, C)
 
     def record_input(self, owner, x):
         top, left, _ = owner.padding()
@@ -347,18 +348,13 @@ class PixelStep(_Step):
         keys, values = [], []
         for tag, value in (("key", key), ("mixin", mixin)):
             value = ops.reshape(value, (-1, value.shape[-1]))
-            batch = ops.arange(ops.shape(value)[0], dtype="int32")
-
-            def at(index):  # (B, 2): [b, index] for every image b
-                return ops.stack([batch, ops.zeros_like(batch) + index], axis=1)
-
             current = self.get(self.key(owner, f"{tag}/row"), lambda: ops.zeros(
                 (ops.shape(value)[0], width, value.shape[-1]), value.dtype))
-            current = ops.scatter_update(current, at(before % width), value)
+            current = _put_at(current, before % width, value)
             done = self.get(self.key(owner, f"{tag}/rows"), lambda: ops.zeros(
                 (ops.shape(value)[0], height * width, value.shape[-1]), value.dtype))
             # A new row starts: the row just finished joins the table of finished rows.
-            done = ops.cond(new_row, lambda: _put_row(done, at(row - 1), current, height, width),
+            done = ops.cond(new_row, lambda: _put_row(done, row - 1, current, height, width),
                             lambda: done)
             self.set(self.key(owner, f"{tag}/row"), current)
             self.set(self.key(owner, f"{tag}/rows"), done)
@@ -370,10 +366,18 @@ class PixelStep(_Step):
                 ops.cast(ops.reshape(visible, (1, -1)), key.dtype))
 
 
+def _put_at(table, index, value):
+    """table (B, N, ...) with entry `index` (a scalar) of axis 1 set to value (B, ...) in
+    every image."""
+    batch = ops.arange(ops.shape(value)[0], dtype="int32")
+    return ops.scatter_update(table, ops.stack([batch, ops.zeros_like(batch) + index], axis=1),
+                              value)
+
+
 def _put_row(done, index, row, height, width):
-    """done (B, H * W, C) with image row index[:, 1] set to row (B, W, C)."""
+    """done (B, H * W, C) with image row `index` set to row (B, W, C)."""
     grid = ops.reshape(done, (-1, height, width, done.shape[-1]))
-    return ops.reshape(ops.scatter_update(grid, index, row), (-1, height * width, done.shape[-1]))
+    return ops.reshape(_put_at(grid, index, row), (-1, height * width, done.shape[-1]))
 
 
 def _log2(stride):
