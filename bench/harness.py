@@ -33,6 +33,20 @@ def setup(onednn=False):
         hardware.set_onednn_default()
 
 
+def tree_at(rev):
+    """The tree of git revision `rev` of this repository in a temporary folder (its own bench/
+    and packages): the "before" of a before/after measured in one run."""
+    import subprocess
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="bench_baseline_")
+    archive = subprocess.run(["git", "-C", ROOT, "archive", rev], capture_output=True)
+    if archive.returncode:
+        sys.exit(f"bench: error: --baseline={rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+    return folder
+
+
 def cpu_model(cpuinfo="/proc/cpuinfo"):
     """The first CPU's model name from Linux's `cpuinfo`, else the platform's processor."""
     try:
@@ -101,9 +115,10 @@ def preset_model(preset, image_size=0, **overrides):
     return model
 
 
-def preset_trainer(preset, batch_size, **overrides):
+def preset_trainer(preset, batch_size, image_size=0, init_batch_size=0, **overrides):
     """(Trainer, one global batch) of a preset on one device, on random images of the preset
-    dataset's shape (no download), initialised; `overrides` are flags {name: value}."""
+    dataset's shape (`image_size` x `image_size` if set; no download), initialised on
+    `init_batch_size` images (0: the batch size); `overrides` are flags {name: value}."""
     import numpy as np
     import tensorflow as tf
 
@@ -112,8 +127,11 @@ def preset_trainer(preset, batch_size, **overrides):
     from pixel_cnn_pp.runtime.trainer import Trainer
 
     config, dataset_name, _ = from_preset(preset, batch_size=batch_size,
-                                          init_batch_size=batch_size, **overrides)
+                                          init_batch_size=init_batch_size or batch_size,
+                                          **overrides)
     shape = DATASET_SHAPES[dataset_name]
+    if image_size:
+        shape = (image_size, image_size, shape[-1])
     images = np.random.RandomState(0).randint(0, 256, (batch_size * 2, *shape), np.uint8)
     fake = data.from_arrays("random", images, np.zeros(len(images)), batch_size, 10)
     trainer = Trainer(config, fake, tf.distribute.OneDeviceStrategy("/cpu:0"),

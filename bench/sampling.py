@@ -5,6 +5,7 @@ of the API (`model.sample`) and the SavedModel's `sample` signature (what TF Ser
     python bench/sampling.py --preset=snail_cifar10 --naive_pixels=2   # PixelSNAIL, published
     python bench/sampling.py --batches=1,16,64                 # + time per image by batch size
     python bench/sampling.py --nr_resnet=1 --nr_filters=32 --image_size=8 --naive_pixels=0
+    python bench/sampling.py --baseline=HEAD~1 --rounds=2      # the cached sampler, before/after
 
 Naive: every step is the same full forward pass, so --naive_pixels=N > 0 times N jitted
 forwards and scales to H*W pixels; --naive_pixels=0 runs the naive sampler to the end and
@@ -12,7 +13,17 @@ counts the sub-pixels where its images differ from the cached ones (float roundi
 Cached and SavedModel: the first call (trace/compile included) and a second call (warm) are
 reported apart; the SavedModel is loaded back with tf.saved_model.load and its images are
 compared with model.sample's for the same seed. Prints the tables (bench/harness.py).
+
+--baseline=REV: only the cached sampler, of this code and of git revision REV, each call in
+its own process on the same weights (seeded init, DDI on the same images), --rounds times in
+alternation (REV first); the warm call's time per round, the median of the per-round ratios,
+and whether the two codes drew the same images for the seed.
 """
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -37,6 +48,8 @@ flags.DEFINE_integer("num_samples", 16, "Images per run.")
 flags.DEFINE_integer("naive_pixels", 4, "Naive pixels to time and scale (0: all, and compare).")
 flags.DEFINE_bool("savedmodel", True, "Also export and time the SavedModel's sample signature.")
 flags.DEFINE_list("batches", [], "Batch sizes for time per image of the cached sampler.")
+flags.DEFINE_string("baseline", None, "Compare the cached sampler with git revision REV's.")
+flags.DEFINE_integer("rounds", 2, "With --baseline: calls of each code, in alternation.")
 F = flags.FLAGS
 
 
@@ -83,8 +96,74 @@ def savedmodel_seconds(model, n, reference):
     return first, second, equal
 
 
+# One timed cached-sampler call of the code under the working directory (sys.argv[1]: the
+# settings); this checkout's harness builds the model, the tree's packages run it.
+_CACHED = """
+import json, os, sys, time
+spec = json.loads(sys.argv[1])
+sys.path[:0] = [os.getcwd(), spec["bench"]]
+import harness, keras, numpy as np
+import pixel_cnn_pp
+assert pixel_cnn_pp.__file__.startswith(os.getcwd()), pixel_cnn_pp.__file__
+from pixel_cnn_pp.runtime import hardware
+hardware.choose_filter_gradient()
+keras.utils.set_random_seed(0)
+model = harness.preset_model(spec["preset"], spec["image_size"], **spec["overrides"])
+start = time.perf_counter()
+model.sample(spec["n"], seed=3)
+first = time.perf_counter() - start
+start = time.perf_counter()
+images = model.sample(spec["n"], seed=1)
+warm = time.perf_counter() - start
+np.save(spec["images"], images)
+print("RESULT" + json.dumps({"first": first, "warm": warm}))
+"""
+
+
+def compare_with(rev):
+    """Lines of a table: the cached sampler of this code and of `rev`, alternating calls."""
+    trees = [(rev, harness.tree_at(rev)), ("this code", harness.ROOT)]
+    folder = tempfile.mkdtemp(prefix="bench_sampling_")
+    spec = {"bench": os.path.dirname(os.path.abspath(__file__)), "preset": F.preset,
+            "image_size": F.image_size, "n": F.num_samples,
+            "overrides": {k: getattr(F, k) for k in ("nr_resnet", "nr_filters", "attn_rep")}}
+    runs = {name: [] for name, _ in trees}
+    try:
+        for round_ in range(F.rounds):
+            for name, root in trees:
+                images = os.path.join(folder, f"{round_}-{len(runs[name])}-{name[:4]}.npy")
+                out = subprocess.run([sys.executable, "-c", _CACHED,
+                                      json.dumps({**spec, "images": images})],
+                                     cwd=root, capture_output=True, text=True)
+                if out.returncode or "RESULT" not in out.stdout:
+                    sys.exit(f"bench: {name}: failed\n{out.stderr[-2000:]}")
+                result = json.loads(out.stdout.split("RESULT", 1)[1])
+                runs[name].append({**result, "images": np.load(images)})
+                print(f"round {round_ + 1}, {name}: {result['warm']:.2f} s warm "
+                      f"({result['first']:.1f} s first call)", flush=True)
+    finally:
+        shutil.rmtree(trees[0][1], ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    before, after = runs[rev], runs["this code"]
+    ratios = [a["warm"] / b["warm"] for a, b in zip(after, before)]
+    equal = int(np.sum(np.all(after[0]["images"] == before[0]["images"], axis=(1, 2, 3))))
+    lines = ["| code | cached, warm (per round) | first call | this code's time / REV's "
+             "(median over rounds) | same images as REV's |", "|---|---|---|---|---|"]
+    for name, _ in trees:
+        warm = ", ".join(f"{r['warm']:.2f}" for r in runs[name])
+        ratio = same = ""
+        if name != rev:
+            ratio = f"{np.median(ratios):.3f}x ({min(ratios):.3f} to {max(ratios):.3f})"
+            same = f"{equal} of {F.num_samples}"
+        lines.append(f"| {name} | {warm} s | {runs[name][0]['first']:.1f} s | {ratio} | {same} |")
+    return lines
+
+
 def main(argv):
     del argv
+    if F.baseline:
+        return harness.report(f"preset {F.preset}, {F.num_samples} images, cached sampler "
+                              f"against {F.baseline}", compare_with(F.baseline))
     hardware.choose_filter_gradient()
     model = build()
     n = F.num_samples

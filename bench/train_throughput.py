@@ -199,16 +199,6 @@ def _original(extra_env):
             "loss": float("nan"), "rss_gib": float("nan"), "versions": f"TF {r['machine']['tf']}"}
 
 
-def _export(rev):
-    """The tree of git revision `rev` in a temporary folder (its own bench/ and packages)."""
-    folder = tempfile.mkdtemp(prefix="bench_baseline_")
-    archive = subprocess.run(["git", "-C", ROOT, "archive", rev], capture_output=True)
-    if archive.returncode:
-        sys.exit(f"bench: error: --baseline={rev}: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
-    return folder
-
-
 def main(argv):
     del argv
     if F._worker:
@@ -237,7 +227,7 @@ def main(argv):
         rows += [(_label(label, env), lambda env=env: _original(env)) for label, env in envs]
     trees = [("", ROOT)]
     if F.baseline:
-        trees.insert(0, (f"{F.baseline}: ", _export(F.baseline)))
+        trees.insert(0, (f"{F.baseline}: ", harness.tree_at(F.baseline)))
     rows += [(_label(f"{prefix}{name}", VARIANTS[name][1]),
               lambda name=name, tree=tree: _ours(name, tree, passthrough))
              for prefix, tree in trees for name in F.variants]
