@@ -1,6 +1,8 @@
 """What every bench script shares: the set-up before the project's imports (`setup`), the line
-that says what a result was measured on (`machine_header`), how a result is reported (`report`)
-and the model and trainer of a preset on random images (`preset_model`, `preset_trainer`).
+that says what a result was measured on (`machine_header`), how a result is reported (`report`),
+a git revision's tree for before/after runs (`tree_at`), op times from a tf.profiler trace
+(`xspace`, `op_times`) and the model and trainer of a preset on random images (`preset_model`,
+`preset_trainer`).
 
 A script runs as `python bench/<name>.py`, so Python finds this module beside it:
 
@@ -12,6 +14,7 @@ the machine, then markdown table rows. The rows worth keeping are copied into be
 by hand.
 """
 import datetime
+import glob
 import os
 import platform
 import shlex
@@ -93,6 +96,39 @@ def report(what, lines, machine=None):
     under them). `machine` defaults to `machine_header()`."""
     print(f"\n`{command()}` ({machine or machine_header()}): {what}\n")
     print("\n".join(lines), flush=True)
+
+
+def op_times(space):
+    """{op type: (seconds, count)} from the host plane of a trace (an XSpace)."""
+    import collections
+
+    totals = collections.defaultdict(lambda: [0.0, 0])
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        names = {k: m.name for k, m in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the executor threads
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "")  # "op name:OpType" for TF ops
+                if ":" not in name or "::" in name:
+                    continue
+                kind = name.rsplit(":", 1)[1]
+                totals[kind][0] += event.duration_ps * 1e-12
+                totals[kind][1] += 1
+    return totals
+
+
+def xspace(logdir):
+    """The XSpace of the trace that tf.profiler wrote under `logdir`."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    path = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0]
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    return space
 
 
 def preset_model(preset, image_size=0, **overrides):

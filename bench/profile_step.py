@@ -13,8 +13,6 @@ Runs one traced warm-up step, profiles the next one, and prints the op types by 
 more than the step's wall time). Prints the top rows (bench/harness.py).
 """
 import collections
-import glob
-import os
 import tempfile
 import time
 
@@ -24,7 +22,6 @@ harness.setup(onednn=True)  # as train.py runs, before TensorFlow starts
 
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
-from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from pixel_cnn_pp.runtime import hardware  # noqa: E402
 
@@ -35,34 +32,6 @@ flags.DEFINE_string("trace_dir", None, "Only summarise an earlier trace (its fol
 flags.DEFINE_float("step_seconds", 0.0, "With --trace_dir: the wall time of the traced step.")
 flags.DEFINE_integer("steps_traced", 1, "With --trace_dir of a GPU trace: steps in the trace.")
 F = flags.FLAGS
-
-
-def op_times(space):
-    """{op type: (seconds, count)} from the host plane of a trace (an XSpace)."""
-    totals = collections.defaultdict(lambda: [0.0, 0])
-    for plane in space.planes:
-        if not plane.name.startswith("/host:CPU"):
-            continue
-        names = {k: m.name for k, m in plane.event_metadata.items()}
-        for line in plane.lines:
-            if not line.name.startswith("tf_Compute"):  # the executor threads
-                continue
-            for event in line.events:
-                name = names.get(event.metadata_id, "")  # "op name:OpType" for TF ops
-                if ":" not in name or "::" in name:
-                    continue
-                kind = name.rsplit(":", 1)[1]
-                totals[kind][0] += event.duration_ps * 1e-12
-                totals[kind][1] += 1
-    return totals
-
-
-def _xspace(logdir):
-    path = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0]
-    space = xplane_pb2.XSpace()
-    with open(path, "rb") as f:
-        space.ParseFromString(f.read())
-    return space
 
 
 def kernel_kind(name):
@@ -126,13 +95,13 @@ def main(argv):
 
 
 def report(logdir, step):
-    space = _xspace(logdir)
+    space = harness.xspace(logdir)
     # A trace summarised later (--trace_dir) was taken elsewhere: the header names the trace.
     machine = f"trace {F.trace_dir}" if F.trace_dir else None
     gpus = [p for p in space.planes if p.name.startswith("/device:GPU:")]
     if gpus:
         return harness.report(gpus[0].name, gpu_report(gpus[0], F.steps_traced), machine)
-    totals = sorted(op_times(space).items(), key=lambda kv: -kv[1][0])
+    totals = sorted(harness.op_times(space).items(), key=lambda kv: -kv[1][0])
     lines = ["| op type | total time | share of step wall time | count |", "|---|---|---|---|"]
     for kind, (seconds, count) in totals[:F.top]:
         share = f"{100 * seconds / step:.0f}%" if step else "n/a"  # --step_seconds not given

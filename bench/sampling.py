@@ -17,7 +17,9 @@ compared with model.sample's for the same seed. Prints the tables (bench/harness
 --baseline=REV: only the cached sampler, of this code and of git revision REV, each call in
 its own process on the same weights (seeded init, DDI on the same images), --rounds times in
 alternation (REV first); the warm call's time per round, the median of the per-round ratios,
-and whether the two codes drew the same images for the seed.
+and whether the two codes drew the same images for the seed. --profile=N: where a warm cached
+call's time goes, the N op types with the most op time (ops of one type summed; ops run side
+by side on the cores, so op time can exceed wall time).
 """
 import json
 import os
@@ -50,6 +52,8 @@ flags.DEFINE_bool("savedmodel", True, "Also export and time the SavedModel's sam
 flags.DEFINE_list("batches", [], "Batch sizes for time per image of the cached sampler.")
 flags.DEFINE_string("baseline", None, "Compare the cached sampler with git revision REV's.")
 flags.DEFINE_integer("rounds", 2, "With --baseline: calls of each code, in alternation.")
+flags.DEFINE_integer("profile", 0, "Only trace one warm cached call and list this many op "
+                     "types by total time (tf.profiler).")
 F = flags.FLAGS
 
 
@@ -159,8 +163,34 @@ def compare_with(rev):
     return lines
 
 
+def profile(model, top):
+    """Lines of a table: the op types of one traced warm cached call, most op time first."""
+    n = F.num_samples
+    model.sample(n, seed=3)  # traces
+    logdir = tempfile.mkdtemp(prefix="bench_sampling_profile_")
+    tf.profiler.experimental.start(logdir)
+    seconds, _ = timed(lambda: model.sample(n, seed=1))
+    tf.profiler.experimental.stop()
+    totals = harness.op_times(harness.xspace(logdir))
+    shutil.rmtree(logdir, ignore_errors=True)
+    total, count = sum(t for t, _ in totals.values()), sum(c for _, c in totals.values())
+    pixels = model.image_shape[0] * model.image_shape[1]
+    lines = [f"Traced call {seconds:.2f} s wall; op time {total:.2f} s in {count:,} ops "
+             f"({count / pixels:.0f} a pixel).", "",
+             "| op type | op time | share of op time | count | per op |", "|---|---|---|---|---|"]
+    for kind, (t, c) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]:
+        lines.append(f"| {kind} | {t:.2f} s | {100 * t / total:.0f}% | {c:,} | "
+                     f"{1e6 * t / c:.0f} us |")
+    return lines
+
+
 def main(argv):
     del argv
+    if F.profile:
+        hardware.choose_filter_gradient()
+        model = build()
+        return harness.report(f"preset {F.preset}, {F.num_samples} images, a warm cached call "
+                              "profiled", profile(model, F.profile))
     if F.baseline:
         return harness.report(f"preset {F.preset}, {F.num_samples} images, cached sampler "
                               f"against {F.baseline}", compare_with(F.baseline))
