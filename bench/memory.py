@@ -5,9 +5,9 @@ and the largest batch whose step fits in a memory budget, by image size.
     python bench/memory.py --preset=snail_cifar10 --batch_size=8 --image_sizes=32
 
 Every measurement runs the trainer's step (train.py's: forward, backward, the original Adam,
-the Polyak update) in its own process, on random images, after data-dependent init on 16 of
-them. Memory is TensorFlow's own count of its CPU allocator (`tf.config.experimental.
-get_memory_info`): "state" is what is allocated before the first step (weights, optimiser
+the Polyak update) in its own process, on random images, after data-dependent init on up to 16
+of them. Memory is TensorFlow's own count of its CPU allocator (`tf.config.experimental.
+get_memory_info`): "state" is what stays allocated between steps (weights, optimiser
 state, Polyak shadows), "step peak" the most allocated at once during --steps steps (after a
 warm-up step that traces, reset before them): the tensors a device would have to hold, without
 the process's runtime, libraries and allocator slack, which are in the peak resident memory
@@ -16,7 +16,8 @@ the process's runtime, libraries and allocator slack, which are in the peak resi
 The largest batch: a step's peak is affine in the batch (per-image activations on top of the
 state and the gradients), so it is measured at the two --fit_batches, extrapolated to the
 largest batch under --budget_gib, and that batch is run to check it (one smaller while it does
-not fit, at most three), unless its resident memory would pass 85% of this machine's.
+not fit, at most three), unless the process's resident memory, extrapolated the same way,
+would pass 85% of this machine's.
 """
 import json
 import os
