@@ -229,9 +229,9 @@ class PixelStep(_Step):
     """Pixel (i, j) of the horizontal stack: every map is one position (B, 1, 1, C). Causal
     convolutions keep their input's last rows in buffers (B, W + left, C), batch first so that
     a window is a stack of their slices, already in the (B, rows, columns, C) order of the
-    kernel (a transpose per convolution per pixel was a quarter of the sampler's op time),
-    written one position per step; the vertical stack's rows come from the `RowStep` of row
-    i."""
+    kernel (no transpose per convolution per pixel: 0.955x the sampler's time at the paper
+    configuration, bench/RESULTS.md), written one position per step; the vertical stack's rows
+    come from the `RowStep` of row i."""
 
     prefix = "pixel:"
 
