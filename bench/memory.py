@@ -111,6 +111,9 @@ def largest(remat, size):
     under 85% of this machine's."""
     runs = {int(b): required(remat, size, int(b)) for b in F.fit_batches}
     at_zero, per_image = _affine(runs, "peak", 0)
+    if per_image <= 0:
+        raise SystemExit(f"bench/memory.py: remat {remat}, {size}x{size}: the step peak does not "
+                         f"grow between batches {', '.join(F.fit_batches)}; fit larger ones")
     predicted = int((F.budget_gib * GIB - at_zero) // per_image)
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     batch, checked, tried = predicted, None, 0
@@ -134,14 +137,17 @@ def main(argv):
             if F.step_rows else {})
     off = step.get("off")
     lines = [f"| remat | batch | step peak (tensors) | against remat off | state | peak RSS "
-             f"(process) | step time | against remat off |", "|---|---|---|---|---|---|---|---|"]
+             f"(process) | step time | against remat off |", "|---|---|---|---|---|---|---|---|",
+             ] if step else []
     for name, r in step.items():
         lines.append(
             f"| {name} | {F.batch_size} | {r['peak'] / GIB:.2f} GiB | "
             f"{r['peak'] / off['peak']:.2f}x | {r['state'] / GIB:.2f} GiB | "
             f"{r['rss'] / GIB:.2f} GiB ({r['rss'] / off['rss']:.2f}x) | {r['step']:.2f} s | "
             f"{r['step'] / off['step']:.2f}x |")
-    lines += ["", f"| image size | remat | per image | largest batch in {F.budget_gib:g} GiB "
+    if lines:
+        lines.append("")
+    lines += [f"| image size | remat | per image | largest batch in {F.budget_gib:g} GiB "
               "(predicted) | checked: step peak at the batch run |", "|---|---|---|---|---|"]
     for size in (int(s) for s in F.image_sizes):
         for remat in F.largest_remat:
@@ -149,7 +155,8 @@ def main(argv):
             check = (f"batch {batch}: {checked['peak'] / GIB:.2f} GiB, RSS "
                      f"{checked['rss'] / GIB:.2f} GiB, step {checked['step']:.1f} s"
                      if checked else f"none of {tried} batches from {predicted} down fit" if tried
-                     else "not run: its process needs more memory than this machine has")
+                     else "not run: its process needs more memory than this machine has"
+                     if F.check else "not run (--nocheck)")
             lines.append(f"| {size}x{size} | {remat} | {per_image:.3f} GiB | {predicted} | "
                          f"{check} |")
             print(lines[-1], flush=True)
