@@ -34,8 +34,9 @@ def total_probability(model, maps, **given):
 @pytest.mark.parametrize("snail, num_codes, size", [(True, 3, 2), (False, 2, 4)])
 def test_probabilities_of_all_code_maps_sum_to_one(snail, num_codes, size):
     maps = all_maps(num_codes, size)
-    model, _ = code_prior(snail, num_codes, size)
-    assert abs(total_probability(model, maps) - 1) < 1e-4
+    if snail:  # 65,536 maps: the PixelCNN++'s conditioned sums below are enough
+        model, _ = code_prior(snail, num_codes, size)
+        assert abs(total_probability(model, maps) - 1) < 1e-4
     conditioned, batch = code_prior(snail, num_codes, size, condition="codes", num_classes=2)
     given = ((0, 0), (1, 1)) if snail else ((1, 1),)  # 65,536 maps: one condition is enough
     totals = [total_probability(conditioned, maps, condition=batch["condition"][i],

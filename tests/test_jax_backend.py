@@ -48,17 +48,6 @@ def section(name, source):
 
 SECTIONS = {}
 
-# Model modules import (above) and build without TensorFlow; the registry finds both models
-# through the package's entry points; importing changed no environment variable.
-SECTIONS["portable"] = """
-import os, sys
-from pixel_cnn_pp.model.registry import build_model
-for name in ("pixel_cnn_pp", "pixel_snail"):
-    build_model(name, (4, 4, 3), nr_resnet=1, nr_filters=4, nr_logistic_mix=1).build_all()
-assert "tensorflow" not in sys.modules
-assert dict(os.environ) == environ, set(os.environ.items()) ^ set(environ.items())
-"""
-
 # PixelCNN++: data-dependent init, forward pass and loss against the original's fixture.
 SECTIONS["pixelcnn_original"] = """
 import numpy as np
@@ -81,16 +70,17 @@ loss = float(ops.sum(model.nll(fx['x'])))
 np.testing.assert_allclose(loss, fx['loss_train_nats'], rtol=1e-4)
 """
 
-# PixelSNAIL: forward pass and loss against the original's fixture.
+# PixelSNAIL, found by the registry through the package's entry points: forward pass and
+# loss against the original's fixture.
 SECTIONS["snail_original"] = """
 import numpy as np
 from keras import ops
 from models import load_fixture
-from pixel_snail.model import PixelSNAIL
+from pixel_cnn_pp.model.registry import build_model
 from pixel_cnn_pp.model.tf1_names import tf1_variable_names
 fx = load_fixture('pixelsnail_small_q8')
-model = PixelSNAIL((8, 8, 3), nr_resnet=1, nr_filters=16, nr_logistic_mix=3, dropout_p=0.0,
-                   attn_rep=1, key_size=8, query_size=8)
+model = build_model("pixel_snail", (8, 8, 3), nr_resnet=1, nr_filters=16, nr_logistic_mix=3,
+                    dropout_p=0.0, attn_rep=1, key_size=8, query_size=8)  # through the registry
 model.build_all()
 for n, v in tf1_variable_names(model).items():
     v.assign(fx['var/' + n])
@@ -126,47 +116,42 @@ diffs = np.concatenate([np.abs(np.asarray(v) - data[f"{kind}_after{k}"]).ravel()
 assert diffs.max() < 5e-5 and np.mean(diffs > 1e-6) < 0.01, (diffs.max(), np.mean(diffs > 1e-6))
 """
 
-# The samplers under jax.jit (variables through a StatelessScope): cached images equal naive
-# ones (the class-conditional PixelCNN++ of the training step, with the TensorFlow trainer's
-# starting weights, and a grayscale PixelSNAIL; each compiles three programs), so the cached
-# network's steps compute the full network's outputs (pixel by pixel, test_sampling.py checks
-# that on TensorFlow); the likelihood's reductions agree; a rounded sample's prefix completes
-# to it.
+# The samplers under jax.jit (variables through a StatelessScope), on the class-conditional
+# PixelCNN++ of the training step with the TensorFlow trainer's starting weights: cached images
+# equal naive ones, so the cached network's steps compute the full network's outputs (pixel by
+# pixel, test_sampling.py checks that on TensorFlow for every model); the likelihood's
+# reductions agree; a rounded sample's prefix completes to it.
 SECTIONS["sampling"] = """
 import numpy as np
 from keras import ops
-from models import SAMPLING_CASES, assert_same_images, random_images, sampling_model
+from models import assert_same_images, random_images
 from pixel_cnn_pp.model import sampling
-gray_snail = sampling_model(*SAMPLING_CASES["snail-gray-6"])
-for model, labels in ((shared["pixelcnn"], np.array([1, 2], np.int32)), (gray_snail, None)):
-    size, _, channels = model.image_shape
-    cached = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, 'cached'))
-    naive = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, 'naive'))
-    assert_same_images(cached, naive)
-    images = random_images((2, size, size, channels), seed=3)
-    pixel = np.asarray(model.log_likelihood(images, labels, reduce="pixel"))
-    subpixel = np.asarray(model.log_likelihood(images, labels, reduce="subpixel"))
-    image = np.asarray(model.log_likelihood(images, labels))
-    np.testing.assert_allclose(pixel.sum(axis=(1, 2)), image, rtol=1e-4)
-    np.testing.assert_allclose(subpixel.sum(axis=-1), pixel, rtol=1e-4, atol=1e-5)
-drawn = model.sample(2, seed=7, rounded=True)  # the grayscale PixelSNAIL: complete its prefix
+model, labels = shared["pixelcnn"], np.array([1, 2], np.int32)
+cached = ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, 'cached'))
+assert_same_images(cached, ops.convert_to_numpy(sampling.continuous(model, 2, 7, labels, 'naive')))
+images = random_images((2, 8, 8, 3), seed=3)
+pixel = np.asarray(model.log_likelihood(images, labels, reduce="pixel"))
+subpixel = np.asarray(model.log_likelihood(images, labels, reduce="subpixel"))
+np.testing.assert_allclose(pixel.sum(axis=(1, 2)), model.log_likelihood(images, labels), rtol=1e-4)
+np.testing.assert_allclose(subpixel.sum(axis=-1), pixel, rtol=1e-4, atol=1e-5)
+drawn = model.sample(2, seed=7, rounded=True, class_label=labels)
 known = np.zeros(model.image_shape[:2], bool)
 known[:3] = True
-np.testing.assert_array_equal(model.complete(drawn, known, seed=7), drawn)
+np.testing.assert_array_equal(model.complete(drawn, known, seed=7, class_label=labels), drawn)
 """
 
-# Code maps (categorical outputs) conditioned on a code map and a class, on JAX: the jitted
-# cached sampler draws the naive sampler's codes; PixelSNAIL's 81 maps of 3 codes sum to 1.
+# PixelSNAIL's code maps (categorical outputs, attention over the pixels so far) conditioned on
+# a code map and a class, on JAX: the jitted cached sampler draws the naive sampler's codes;
+# the 81 maps of 3 codes under a feature condition sum to 1.
 SECTIONS["discrete"] = """
 import itertools
 import numpy as np
 from models import code_prior
-for snail in (True, False):
-    model, batch = code_prior(snail, num_codes=5, size=4, condition="codes", num_classes=3)
-    given = dict(condition=batch["condition"][:3], class_label=batch["class_label"][:3])
-    cached = model.sample(3, seed=4, **given)
-    np.testing.assert_array_equal(cached, model.sample(3, seed=4, method="naive", **given))
-    assert cached.dtype == np.int32 and len(np.unique(cached)) > 2
+model, batch = code_prior(True, num_codes=5, size=4, condition="codes", num_classes=3)
+given = dict(condition=batch["condition"][:3], class_label=batch["class_label"][:3])
+cached = model.sample(3, seed=4, **given)
+np.testing.assert_array_equal(cached, model.sample(3, seed=4, method="naive", **given))
+assert cached.dtype == np.int32 and len(np.unique(cached)) > 2
 model, batch = code_prior(True, num_codes=3, size=2, condition="features")
 maps = np.array(list(itertools.product(range(3), repeat=4)), np.int32).reshape(-1, 2, 2)
 logs = np.asarray(model.log_likelihood(maps, condition=np.repeat(batch["condition"][:1], 81, 0)))
@@ -205,6 +190,14 @@ for cls, options in ((PixelCNNpp, {}), (PixelSNAIL, dict(attn_rep=1, key_size=4)
     for a, b in zip(plain, recomputed):
         a, b = np.asarray(a), np.asarray(b)
         np.testing.assert_allclose(b, a, rtol=0, atol=2e-4 * max(np.abs(a).max(), 1e-3))
+"""
+
+# Last, after every section has built and run both models: nothing imported TensorFlow (the
+# model modules imported above, before any section) and nothing changed the environment.
+SECTIONS["portable"] = """
+import os, sys
+assert "tensorflow" not in sys.modules
+assert dict(os.environ) == environ, set(os.environ.items()) ^ set(environ.items())
 """
 
 # Training-step settings. Adam's first steps are lr * g / sqrt(g^2 + eps): with the original's
