@@ -117,13 +117,13 @@ class GatedResnet(keras.layers.Layer):
         """The block's arithmetic; `drop`: the dropout to apply, or None."""
         if isinstance(a, (list, tuple)):
             a = ops.concatenate(list(a), axis=-1)
-        c = self.conv1(self._f(x), ctx=ctx)
+        c = self._conv_of_f(self.conv1, x, ctx)
         if a is not None:
             c = c + self.nin_a(self._f(a), ctx=ctx)
-        c = self._f(c)
-        if drop is not None:
-            c = drop(c)
-        c = self.conv2(c, ctx=ctx)
+        if drop is not None and ctx.position is None:  # sampler steps never drop
+            c = self.conv2(drop(self._f(c)), ctx=ctx)
+        else:
+            c = self._conv_of_f(self.conv2, c, ctx)
         if h is not None:
             c = c + self.cond(h)
         if s is not None:
@@ -132,6 +132,13 @@ class GatedResnet(keras.layers.Layer):
         # would each scatter into a zero tensor of c's shape (StridedSliceGrad, then AddN).
         value, gate = ops.split(c, 2, axis=-1)
         return x + value * ops.sigmoid(gate)
+
+    def _conv_of_f(self, conv, x, ctx):
+        """conv(f(x)); a causal conv applies f itself (`of_activated`), so that the sampler's
+        caches hold x rather than f(x)."""
+        if hasattr(conv, "of_activated"):
+            return conv.of_activated(x, self._f, ctx)
+        return conv(self._f(x), ctx=ctx)
 
     def get_config(self):
         config = super().get_config()

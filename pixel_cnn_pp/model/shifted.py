@@ -31,6 +31,12 @@ class DownShiftedConv2D(WNConv2D):
     def call(self, x, ctx=FULL):
         return super().call(ctx.window(self, x, *self.padding()), ctx)
 
+    def of_activated(self, x, f, ctx=FULL):
+        """self(f(x)) for a nonlinearity f that maps 0 to 0, so that padding and f commute: on a
+        sampler step f is applied to the window, and the step's caches hold x (half the
+        channels of concat_elu(x): half the bytes each write copies)."""
+        return _of_activated(self, x, f, ctx)
+
 
 class DownRightShiftedConv2D(WNConv2D):
     """Ports `nn.down_right_shifted_conv2d`: sees the rows above and the pixels to the left.
@@ -49,6 +55,8 @@ class DownRightShiftedConv2D(WNConv2D):
 
     def call(self, x, ctx=FULL):
         return super().call(ctx.window(self, x, *self.padding()), ctx)
+
+    of_activated = DownShiftedConv2D.of_activated
 
 
 class DownShiftedConv2DTranspose(WNConv2DTranspose):
@@ -83,3 +91,11 @@ class DownRightShiftedConv2DTranspose(DownShiftedConv2DTranspose):
 
     def _crop(self, y, height, width):
         return y[:, :height * self.strides[0], :width * self.strides[1]]
+
+
+def _of_activated(layer, x, f, ctx):
+    if ctx.position is None:  # a whole map: f, then the layer as called anywhere else
+        return layer(f(x), ctx=ctx)
+    if not layer.built:
+        raise ValueError(f"{layer.name}: a sampler step needs a built model")
+    return layer.convolve(f(ctx.window(layer, x, *layer.padding())), ctx)

@@ -231,7 +231,9 @@ class PixelStep(_Step):
     a window is a stack of their slices, already in the (B, rows, columns, C) order of the
     kernel (no transpose per convolution per pixel: 0.955x the sampler's time at the paper
     configuration, bench/RESULTS.md), written one position per step; the vertical stack's rows
-    come from the `RowStep` of row i."""
+    come from the `RowStep` of row i. A gated resnet's convolutions buffer their input before
+    its nonlinearity (`of_activated`: C channels, not concat_elu's 2C), so each write copies
+    half the bytes (0.876x the time, bench/RESULTS.md)."""
 
     prefix = "pixel:"
 
