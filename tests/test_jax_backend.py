@@ -158,38 +158,37 @@ logs = np.asarray(model.log_likelihood(maps, condition=np.repeat(batch["conditio
 assert abs(np.exp(logs.astype(np.float64)).sum() - 1) < 1e-4
 """
 
-# Gradient checkpointing under jax.checkpoint, both models: the same loss and gradients as
-# without it, with dropout active (the recomputed blocks apply the masks drawn in the forward
-# pass).
+# Gradient checkpointing under jax.checkpoint, on PixelSNAIL (its gated resnets are
+# PixelCNN++'s, recomputed the same way; test_remat.py checks both models on TensorFlow): the
+# same loss and gradients as without it, with dropout active (the recomputed blocks apply the
+# masks drawn in the forward pass).
 SECTIONS["remat"] = """
 import jax
 import keras
 import numpy as np
 from pixel_cnn_pp.model.levels import images_to_float
-from pixel_cnn_pp.model.pixelcnn import PixelCNNpp
 from pixel_snail.model import PixelSNAIL
 images = np.random.RandomState(1).randint(0, 256, (2, 8, 8, 3)).astype(np.uint8)
 x = images_to_float(images)
-for cls, options in ((PixelCNNpp, {}), (PixelSNAIL, dict(attn_rep=1, key_size=4))):
-    results = []
-    for remat in (False, True):
-        keras.utils.set_random_seed(0)
-        model = cls(image_shape=(8, 8, 3), nr_resnet=1, nr_filters=8, nr_logistic_mix=2,
-                    dropout_p=0.5, remat=remat, **options)
-        model.initialize(images)
-        trainable = [v.value for v in model.trainable_variables]
-        fixed = [v.value for v in model.non_trainable_variables]
+results = []
+for remat in (False, True):
+    keras.utils.set_random_seed(0)
+    model = PixelSNAIL(image_shape=(8, 8, 3), nr_resnet=1, nr_filters=8, nr_logistic_mix=2,
+                       dropout_p=0.5, remat=remat, attn_rep=1, key_size=4)
+    model.initialize(images)
+    trainable = [v.value for v in model.trainable_variables]
+    fixed = [v.value for v in model.non_trainable_variables]
 
-        def loss(values):
-            params, _ = model.stateless_call(values, fixed, x, training=True)
-            return -model.distribution.log_prob(x, params).sum()
+    def loss(values):
+        params, _ = model.stateless_call(values, fixed, x, training=True)
+        return -model.distribution.log_prob(x, params).sum()
 
-        results.append(jax.jit(jax.value_and_grad(loss))(trainable))
-    (plain_loss, plain), (remat_loss, recomputed) = results
-    assert abs(float(remat_loss) - float(plain_loss)) < 1e-5 * abs(float(plain_loss)), cls
-    for a, b in zip(plain, recomputed):
-        a, b = np.asarray(a), np.asarray(b)
-        np.testing.assert_allclose(b, a, rtol=0, atol=2e-4 * max(np.abs(a).max(), 1e-3))
+    results.append(jax.jit(jax.value_and_grad(loss))(trainable))
+(plain_loss, plain), (remat_loss, recomputed) = results
+assert abs(float(remat_loss) - float(plain_loss)) < 1e-5 * abs(float(plain_loss))
+for a, b in zip(plain, recomputed):
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_allclose(b, a, rtol=0, atol=2e-4 * max(np.abs(a).max(), 1e-3))
 """
 
 # Last, after every section has built and run both models: nothing imported TensorFlow (the
