@@ -4,7 +4,7 @@ import pytest
 from keras import ops
 
 from pixel_cnn_pp.model.gated_resnet import GatedResnet
-from pixel_cnn_pp.model.ops import concat_elu, down_shift, right_shift
+from pixel_cnn_pp.model.ops import NONLINEARITIES, concat_elu, down_shift, right_shift
 from pixel_cnn_pp.model.passes import FULL, INIT
 from pixel_cnn_pp.model.shifted import (DownRightShiftedConv2D, DownRightShiftedConv2DTranspose,
                                         DownShiftedConv2D, DownShiftedConv2DTranspose)
@@ -157,3 +157,11 @@ def test_filter_gradient_as_products_equals_the_backend_gradient(monkeypatch, fi
     monkeypatch.setattr(conv, "FILTER_GRADIENT", "auto")
     with pytest.raises(ValueError, match="FILTER_GRADIENT='auto' is not one of backend, products"):
         conv.valid_conv(x, kernel)
+
+
+@pytest.mark.parametrize("name", sorted(NONLINEARITIES))
+def test_every_resnet_nonlinearity_maps_zero_to_zero(name):
+    """The cached sampler pads a convolution's input, then applies the nonlinearity to the
+    window (`of_activated`): the same as padding its output only where f(0) = 0."""
+    zeros = ops.convert_to_numpy(NONLINEARITIES[name](ops.zeros((1, 2, 2, 3))))
+    np.testing.assert_array_equal(zeros, 0)

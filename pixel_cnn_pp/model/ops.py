@@ -34,6 +34,8 @@ def right_shift(x):
     return ops.pad(x, [[0, 0], [0, 0], [1, 0], [0, 0]])[:, :, :-1]
 
 
+# Each maps 0 to 0, so padding and it commute: a sampler step applies it to a convolution's
+# window of cached inputs (`shifted.py`, `of_activated`).
 NONLINEARITIES = {
     "concat_elu": concat_elu,
     "elu": ops.elu,
