@@ -7,13 +7,33 @@ ones channel of the input, which is how the network tells image from padding. Th
 (`passes.py`) makes the padded input (`ctx.window`): zeros on a full pass, the cached rows and
 positions on a sampler step.
 """
-from keras import ops
 
 from pixel_cnn_pp.model.passes import FULL
 from pixel_cnn_pp.model.weight_norm import WNConv2D, WNConv2DTranspose
 
 
-class DownShiftedConv2D(WNConv2D):
+class _ShiftedConv2D(WNConv2D):
+    """A VALID convolution of its input zero-padded by `padding()` (the pass's `window`)."""
+
+    def padding(self):
+        """(top, left, right) zeros around the input."""
+        raise NotImplementedError
+
+    def call(self, x, ctx=FULL):
+        return super().call(ctx.window(self, x, *self.padding()), ctx)
+
+    def of_activated(self, x, f, ctx=FULL):
+        """self(f(x)) for a nonlinearity f that maps 0 to 0, so that padding and f commute: on a
+        sampler step f is applied to the window, and the step's caches hold x (half the
+        channels of concat_elu(x): half the bytes each write copies)."""
+        if ctx.position is None:  # a whole map: f, then the layer as called anywhere else
+            return self(f(x), ctx=ctx)
+        if not self.built:  # a step calls no __call__, which would build it
+            raise ValueError(f"{self.name}: a sampler step needs a built model")
+        return self.convolve(f(ctx.window(self, x, *self.padding())), ctx)
+
+
+class DownShiftedConv2D(_ShiftedConv2D):
     """Ports `nn.down_shifted_conv2d`: sees the rows above and the current row's
     horizontal neighbourhood. Pad top fh-1, left and right (fw-1)//2, then VALID.
 
@@ -24,21 +44,11 @@ class DownShiftedConv2D(WNConv2D):
         super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
 
     def padding(self):
-        """(top, left, right) zeros around the input."""
         fh, fw = self.filter_size
         return fh - 1, (fw - 1) // 2, (fw - 1) // 2
 
-    def call(self, x, ctx=FULL):
-        return super().call(ctx.window(self, x, *self.padding()), ctx)
 
-    def of_activated(self, x, f, ctx=FULL):
-        """self(f(x)) for a nonlinearity f that maps 0 to 0, so that padding and f commute: on a
-        sampler step f is applied to the window, and the step's caches hold x (half the
-        channels of concat_elu(x): half the bytes each write copies)."""
-        return _of_activated(self, x, f, ctx)
-
-
-class DownRightShiftedConv2D(WNConv2D):
+class DownRightShiftedConv2D(_ShiftedConv2D):
     """Ports `nn.down_right_shifted_conv2d`: sees the rows above and the pixels to the left.
     Pad top fh-1 and left fw-1, then VALID.
 
@@ -49,14 +59,8 @@ class DownRightShiftedConv2D(WNConv2D):
         super().__init__(units, filter_size=filter_size, strides=strides, **kwargs)
 
     def padding(self):
-        """(top, left, right) zeros around the input."""
         fh, fw = self.filter_size
         return fh - 1, fw - 1, 0
-
-    def call(self, x, ctx=FULL):
-        return super().call(ctx.window(self, x, *self.padding()), ctx)
-
-    of_activated = DownShiftedConv2D.of_activated
 
 
 class DownShiftedConv2DTranspose(WNConv2DTranspose):
@@ -92,10 +96,3 @@ class DownRightShiftedConv2DTranspose(DownShiftedConv2DTranspose):
     def _crop(self, y, height, width):
         return y[:, :height * self.strides[0], :width * self.strides[1]]
 
-
-def _of_activated(layer, x, f, ctx):
-    if ctx.position is None:  # a whole map: f, then the layer as called anywhere else
-        return layer(f(x), ctx=ctx)
-    if not layer.built:
-        raise ValueError(f"{layer.name}: a sampler step needs a built model")
-    return layer.convolve(f(ctx.window(layer, x, *layer.padding())), ctx)
