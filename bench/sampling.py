@@ -135,7 +135,7 @@ def compare_with(rev):
     try:
         for round_ in range(F.rounds):
             for name, root in trees:
-                images = os.path.join(folder, f"{round_}-{len(runs[name])}-{name[:4]}.npy")
+                images = os.path.join(folder, f"{round_}-{name[:4]}.npy")
                 out = subprocess.run([sys.executable, "-c", _CACHED,
                                       json.dumps({**spec, "images": images})],
                                      cwd=root, capture_output=True, text=True)
@@ -186,16 +186,14 @@ def profile(model, top):
 
 def main(argv):
     del argv
-    if F.profile:
-        hardware.choose_filter_gradient()
-        model = build()
-        return harness.report(f"preset {F.preset}, {F.num_samples} images, a warm cached call "
-                              "profiled", profile(model, F.profile))
-    if F.baseline:
+    if F.baseline:  # both codes run in processes of their own
         return harness.report(f"preset {F.preset}, {F.num_samples} images, cached sampler "
                               f"against {F.baseline}", compare_with(F.baseline))
     hardware.choose_filter_gradient()
     model = build()
+    if F.profile:
+        return harness.report(f"preset {F.preset}, {F.num_samples} images, a warm cached call "
+                              "profiled", profile(model, F.profile))
     n = F.num_samples
     first, _ = timed(lambda: model.sample(n, seed=3))
     cached, images = timed(lambda: model.sample(n, seed=1))
