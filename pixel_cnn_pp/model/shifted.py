@@ -30,7 +30,7 @@ class _ShiftedConv2D(WNConv2D):
             return self(f(x), ctx=ctx)
         if not self.built:  # a step calls no __call__, which would build it
             raise ValueError(f"{self.name}: a sampler step needs a built model")
-        return self.convolve(f(ctx.window(self, x, *self.padding())), ctx)
+        return ctx.activated_conv(self, x, f)
 
 
 class DownShiftedConv2D(_ShiftedConv2D):

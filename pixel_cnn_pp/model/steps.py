@@ -92,6 +92,11 @@ class _Step(Pass):
     def record_input(self, owner, x):
         raise NotImplementedError
 
+    def activated_conv(self, layer, x, f):
+        """layer(f(x)) at this step for a causal conv `layer` and f that maps 0 to 0 (see
+        `_ShiftedConv2D.of_activated`): f of the window of cached inputs, convolved."""
+        return layer.convolve(f(self.window(layer, x, *layer.padding())), self)
+
     def level(self, level, fn, x, owner):
         self.record_input(owner, x)  # the strided conv's input, needed whether or not it runs
         held = f"{self.prefix}held/{level}/"
@@ -233,7 +238,8 @@ class PixelStep(_Step):
     configuration, bench/RESULTS.md), written one position per step; the vertical stack's rows
     come from the `RowStep` of row i. A gated resnet's convolutions buffer their input before
     its nonlinearity (`of_activated`: C channels, not concat_elu's 2C), so each write copies
-    half the bytes (0.876x the time, bench/RESULTS.md)."""
+    half the bytes (0.876x the time, bench/RESULTS.md), and apply their kernel's top row to
+    the finished row above once a row (`activated_conv`): a pixel reads half the weights."""
 
     prefix = "pixel:"
 
@@ -279,6 +285,37 @@ class PixelStep(_Step):
     def record_input(self, owner, x):
         top, left, _ = owner.padding()
         self._write(owner, x, top, left, self.level_now)
+
+    def activated_conv(self, layer, x, f):
+        """A stride-1 convolution of filter height 2 in two parts: the kernel's top row over
+        the finished row above, for the whole row at once when a row starts (one product of
+        B * W rows, which reads the weights once a row), and its bottom row over this row's
+        window, one (B, k) product a pixel (half the weights of the whole kernel's)."""
+        top, left, right = layer.padding()
+        if top != 1 or right or layer.strides != (1, 1):
+            return super().activated_conv(layer, x, f)
+        level = self.level_now
+        width = self.image.shape[2] // 2 ** level
+        channels, units = x.shape[-1], layer.units
+        kernel = self.kernel(layer)
+        key = self.key(layer, "row")
+        row = self.get(key, lambda: ops.zeros((self.batch(), width + left, channels), x.dtype))
+        col = self.position[1] // 2 ** level
+
+        def above():  # at column 0 the buffer holds the finished row above (zeros above row 0)
+            y = ops.conv(f(row[:, None]), kernel[:1], strides=1, padding="valid")
+            return y[:, 0]  # (B, W, units)
+
+        held = self.get(self.key(layer, "above"),
+                        lambda: ops.zeros((self.batch(), width, units), x.dtype))
+        held = ops.cond(ops.equal(col, 0), above, lambda: held)
+        self.set(self.key(layer, "above"), held)
+        row = _put_at(row, col + left, ops.reshape(x, (-1, channels)))
+        self.set(key, row)
+        window = ops.slice(row, [0, col, 0], [row.shape[0] or self.batch(), left + 1, channels])
+        flat = ops.reshape(f(window), (-1, (left + 1) * kernel.shape[2]))
+        y = ops.matmul(flat, ops.reshape(kernel[1:], (-1, units))) + _pick(held, col, axis=1)[:, 0]
+        return ops.reshape(y, (-1, 1, 1, units)) + layer.b
 
     def shifted_input(self, layer, x, shift):
         fh, fw = layer.filter_size
