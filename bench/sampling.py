@@ -121,7 +121,13 @@ start = time.perf_counter()
 samples = np.asarray(sampling.continuous(model, spec["n"], seed=1))  # what model.sample rounds
 warm = time.perf_counter() - start
 np.save(spec["images"], samples)
-print("RESULT" + json.dumps({"first": first, "warm": warm}))
+result = {"first": first, "warm": warm}
+if spec["deviation"]:  # the step-by-step network against the full pass, on given images
+    x = np.random.default_rng(0).integers(0, 256, (4,) + model.x_shape) / 127.5 - 1
+    full = np.asarray(model(x.astype("float32")))
+    steps = np.asarray(sampling.teacher_forced(model, x.astype("float32")))
+    result["deviation"] = float(np.abs(steps - full).max() / np.abs(full).max())
+print("RESULT" + json.dumps(result))
 """
 
 
@@ -137,8 +143,8 @@ def compare_with(rev):
         for round_ in range(F.rounds):
             for name, root in trees:
                 images = os.path.join(folder, f"{round_}-{name[:4]}.npy")
-                out = subprocess.run([sys.executable, "-c", _CACHED,
-                                      json.dumps({**spec, "images": images})],
+                out = subprocess.run([sys.executable, "-c", _CACHED, json.dumps(
+                    {**spec, "images": images, "deviation": round_ == 0})],
                                      cwd=root, capture_output=True, text=True)
                 if out.returncode or "RESULT" not in out.stdout:
                     sys.exit(f"bench: {name}: failed\n{out.stderr[-2000:]}")
@@ -153,14 +159,16 @@ def compare_with(rev):
     ratios = [a["warm"] / b["warm"] for a, b in zip(after, before)]
     images = _same_images(after[0]["images"], before[0]["images"])
     lines = ["| code | cached, warm (per round) | first call | this code's time / REV's "
-             "(median over rounds) | images against REV's |", "|---|---|---|---|---|"]
+             "(median over rounds) | images against REV's | cached network against the full "
+             "pass (largest difference / largest output, 4 given images) |",
+             "|---|---|---|---|---|---|"]
     for name, _ in trees:
         warm = ", ".join(f"{r['warm']:.2f}" for r in runs[name])
         ratio = ""
         if name != rev:
             ratio = f"{np.median(ratios):.3f}x ({min(ratios):.3f} to {max(ratios):.3f})"
         lines.append(f"| {name} | {warm} s | {runs[name][0]['first']:.1f} s | {ratio} | "
-                     f"{images if name != rev else ''} |")
+                     f"{images if name != rev else ''} | {runs[name][0]['deviation']:.1e} |")
     return lines
 
 
