@@ -178,18 +178,7 @@ class WNConv2DTranspose(WNConv2D):
         return ops.reshape(self.g, (1, 1, -1, 1)) * _l2_normalize(self.V, (0, 1, 3))
 
     def _forward(self, x, ctx):
-        kernel = ctx.kernel(self)
-        if tuple(x.shape[1:3]) == (1, 1):
-            # One input position (a sampler's pixel step, where a level's output is
-            # up-sampled): each output position is x times the kernel's slice there, one
-            # matmul in all; TensorFlow's transposed convolution of one position took about
-            # 0.5 ms, 0.69 s of a paper-configuration sample (bench/RESULTS.md).
-            kh, kw, units, channels = kernel.shape
-            flat = ops.matmul(ops.reshape(x, (-1, channels)),
-                              ops.transpose(ops.reshape(kernel, (-1, channels))))
-            y = ops.reshape(flat, (-1, kh, kw, units))
-        else:
-            y = ops.conv_transpose(x, kernel, strides=self.strides, padding="valid")
+        y = ops.conv_transpose(x, ctx.kernel(self), strides=self.strides, padding="valid")
         sh, sw = self.strides
         y = ops.pad(y, [[0, 0], [0, sh - 1], [0, sw - 1], [0, 0]])
         return y + self.b
