@@ -26,7 +26,8 @@ import numpy as np
 from keras import ops, tree
 
 from pixel_cnn_pp.model.mixture import UNIFORM_MIN
-from pixel_cnn_pp.model.steps import PixelStep, RowStep
+from pixel_cnn_pp.model.shifted import ShiftedConv2D
+from pixel_cnn_pp.model.steps import PixelStep, RowStep, bottom_key, bottom_row
 from pixel_cnn_pp.model.weight_norm import _WeightNormBase
 
 _CACHE = weakref.WeakKeyDictionary()  # model -> {name: compiled function}
@@ -148,11 +149,18 @@ def naive(model, num_samples, seed, labels=None, rounded=False, condition=None,
 
 
 def kernels(model):
-    """{layer name: kernel} of every weight-normalised layer in its compute dtype, computed once
-    per sampling call (a loop would otherwise normalise and cast every weight at every pixel)."""
-    return {layer.name: tree.map_structure(lambda t, dtype=layer.compute_dtype: ops.cast(t, dtype),
-                                           layer.kernel())
-            for layer in model.creation_order() if isinstance(layer, _WeightNormBase)}
+    """{layer name: kernel} of every weight-normalised layer in its compute dtype, and the
+    bottom rows of the pixel steps' split convolutions (`PixelStep.activated_conv`), computed
+    once per sampling call (a loop would otherwise normalise, cast and slice every weight at
+    every pixel)."""
+    weights = {layer.name: tree.map_structure(
+        lambda t, dtype=layer.compute_dtype: ops.cast(t, dtype), layer.kernel())
+        for layer in model.creation_order() if isinstance(layer, _WeightNormBase)}
+    for layer in model.creation_order():
+        if (isinstance(layer, ShiftedConv2D) and layer.filter_size[0] == 2
+                and layer.strides == (1, 1)):
+            weights[bottom_key(layer)] = bottom_row(weights[layer.name])
+    return weights
 
 
 def _steps(model):

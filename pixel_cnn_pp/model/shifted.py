@@ -12,7 +12,7 @@ from pixel_cnn_pp.model.passes import FULL
 from pixel_cnn_pp.model.weight_norm import WNConv2D, WNConv2DTranspose
 
 
-class _ShiftedConv2D(WNConv2D):
+class ShiftedConv2D(WNConv2D):
     """A VALID convolution of its input zero-padded by `padding()` (the pass's `window`)."""
 
     def padding(self):
@@ -33,7 +33,7 @@ class _ShiftedConv2D(WNConv2D):
         return ctx.activated_conv(self, x, f)
 
 
-class DownShiftedConv2D(_ShiftedConv2D):
+class DownShiftedConv2D(ShiftedConv2D):
     """Ports `nn.down_shifted_conv2d`: sees the rows above and the current row's
     horizontal neighbourhood. Pad top fh-1, left and right (fw-1)//2, then VALID.
 
@@ -48,7 +48,7 @@ class DownShiftedConv2D(_ShiftedConv2D):
         return fh - 1, (fw - 1) // 2, (fw - 1) // 2
 
 
-class DownRightShiftedConv2D(_ShiftedConv2D):
+class DownRightShiftedConv2D(ShiftedConv2D):
     """Ports `nn.down_right_shifted_conv2d`: sees the rows above and the pixels to the left.
     Pad top fh-1 and left fw-1, then VALID.
 

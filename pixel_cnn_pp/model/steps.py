@@ -26,8 +26,14 @@ def _name(owner, tag=None):
 
 
 def _pick(x, index, axis):
-    """x with `axis` reduced to the one entry `index` (a scalar tensor), the axis kept."""
-    return ops.take(x, ops.reshape(ops.cast(index, "int32"), (1,)), axis=axis)
+    """x with `axis` reduced to the one entry `index` (a scalar tensor), the axis kept: a slice
+    (two ops on TensorFlow, where `take` adds a negative-index fix-up; the steps run hundreds
+    of these a pixel). A dimension unknown while tracing (TensorFlow's batch) is taken whole."""
+    start = [0] * len(x.shape)
+    start[axis] = index
+    size = [-1 if d is None else d for d in x.shape]
+    size[axis] = 1
+    return ops.slice(x, start, size)
 
 
 class _Step(Pass):
@@ -94,7 +100,7 @@ class _Step(Pass):
 
     def activated_conv(self, layer, x, f):
         """layer(f(x)) at this step for a causal conv `layer` and f that maps 0 to 0 (see
-        `_ShiftedConv2D.of_activated`): f of the window of cached inputs, convolved."""
+        `ShiftedConv2D.of_activated`): f of the window of cached inputs, convolved."""
         return layer.convolve(f(self.window(layer, x, *layer.padding())), self)
 
     def level(self, level, fn, x, owner):
@@ -290,32 +296,43 @@ class PixelStep(_Step):
         """A stride-1 convolution of filter height 2 in two parts: the kernel's top row over
         the finished row above, for the whole row at once when a row starts (one product of
         B * W rows, which reads the weights once a row), and its bottom row over this row's
-        window, one (B, k) product a pixel (half the weights of the whole kernel's)."""
+        window, one (B, k) product a pixel (half the weights of the whole kernel's). The
+        window's f values to the left are carried from the pixels before, so f runs on x alone;
+        x is written into a row buffer (W, B, C), position first (a write is one scatter at
+        one index), that the next row's first pixel convolves."""
         top, left, right = layer.padding()
         if top != 1 or right or layer.strides != (1, 1):
             return super().activated_conv(layer, x, f)
         level = self.level_now
         width = self.image.shape[2] // 2 ** level
         channels, units = x.shape[-1], layer.units
-        kernel = self.kernel(layer)
-        key = self.key(layer, "row")
-        row = self.get(key, lambda: ops.zeros((self.batch(), width + left, channels), x.dtype))
-        col = self.position[1] // 2 ** level
+        flat = ops.reshape(x, (-1, channels))
+        fx = f(flat)  # (B, Cf)
+        col = self.position[1] // 2 ** level if level else self.position[1]
+        keys = [self.key(layer, tag) for tag in ("row", "above", "left")]
+        row, held, before = (self.get(key, lambda shape=shape: ops.zeros(shape, x.dtype))
+                             for key, shape in zip(keys, [
+                                 (width, self.batch(), channels), (width, self.batch(), units),
+                                 (self.batch(), left * fx.shape[-1])]))
 
-        def above():  # at column 0 the buffer holds the finished row above (zeros above row 0)
-            y = ops.conv(f(row[:, None]), kernel[:1], strides=1, padding="valid")
-            return y[:, 0]  # (B, W, units)
+        def new_row():  # `row` holds the finished row above (zeros above row 0)
+            above = ops.pad(ops.transpose(row, (1, 0, 2)), [[0, 0], [left, 0], [0, 0]])
+            kernel = self.kernel(layer)[:1]
+            y = ops.conv(f(above)[:, None], kernel, strides=1, padding="valid")[:, 0] + layer.b
+            return ops.transpose(y, (1, 0, 2)), ops.zeros_like(before)  # (W, B, units)
 
-        held = self.get(self.key(layer, "above"),
-                        lambda: ops.zeros((self.batch(), width, units), x.dtype))
-        held = ops.cond(ops.equal(col, 0), above, lambda: held)
-        self.set(self.key(layer, "above"), held)
-        row = _put_at(row, col + left, ops.reshape(x, (-1, channels)))
-        self.set(key, row)
-        window = ops.slice(row, [0, col, 0], [row.shape[0] or self.batch(), left + 1, channels])
-        flat = ops.reshape(f(window), (-1, (left + 1) * kernel.shape[2]))
-        y = ops.matmul(flat, ops.reshape(kernel[1:], (-1, units))) + _pick(held, col, axis=1)[:, 0]
-        return ops.reshape(y, (-1, 1, 1, units)) + layer.b
+        held, before = ops.cond(ops.equal(col, 0), new_row, lambda: (held, before))
+        window = ops.concatenate([before, fx], axis=-1)  # (B, (left + 1) * Cf), kernel order
+        self.set(keys[0], ops.scatter_update(row, ops.reshape(col, (1, 1)), flat[None]))
+        self.set(keys[1], held)
+        self.set(keys[2], window[:, fx.shape[-1]:])
+        y = ops.matmul(window, self.bottom_kernel(layer)) + _pick(held, col, axis=0)[0]
+        return ops.reshape(y, (-1, 1, 1, units))
+
+    def bottom_kernel(self, layer):
+        """The bottom row of a filter-height-2 kernel as a ((left + 1) * Cf, units) matrix."""
+        k = self.kernels.get(bottom_key(layer))
+        return bottom_row(self.kernel(layer)) if k is None else k
 
     def shifted_input(self, layer, x, shift):
         fh, fw = layer.filter_size
@@ -403,6 +420,16 @@ class PixelStep(_Step):
             ops.arange(width, dtype="int32") < col])
         return (ops.concatenate(keys, axis=1), values,
                 ops.cast(ops.reshape(visible, (1, -1)), key.dtype))
+
+
+def bottom_key(layer):
+    """The `kernels` key of a layer's `bottom_row`, made once per sampling call."""
+    return layer.name + "/bottom"
+
+
+def bottom_row(kernel):
+    """(2, kw, C, units) -> its bottom row as a (kw * C, units) matrix."""
+    return ops.reshape(kernel[1:], (-1, kernel.shape[-1]))
 
 
 def _put_at(table, index, value):
