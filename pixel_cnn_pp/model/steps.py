@@ -237,15 +237,17 @@ class RowStep(_Step):
 
 
 class PixelStep(_Step):
-    """Pixel (i, j) of the horizontal stack: every map is one position (B, 1, 1, C). Causal
-    convolutions keep their input's last rows in buffers (B, W + left, C), batch first so that
-    a window is a stack of their slices, already in the (B, rows, columns, C) order of the
-    kernel (no transpose per convolution per pixel: 0.955x the sampler's time at the paper
-    configuration, bench/RESULTS.md), written one position per step; the vertical stack's rows
-    come from the `RowStep` of row i. A gated resnet's convolutions buffer their input before
-    its nonlinearity (`of_activated`: C channels, not concat_elu's 2C), so each write copies
-    half the bytes (0.876x the time, bench/RESULTS.md), and apply their kernel's top row to
-    the finished row above once a row (`activated_conv`): a pixel reads half the weights."""
+    """Pixel (i, j) of the horizontal stack: every map is one position (B, 1, 1, C); the
+    vertical stack's rows come from the `RowStep` of row i.
+
+    A gated resnet's causal convolutions (`activated_conv`) buffer their input before the
+    nonlinearity (C channels, not concat_elu's 2C: half the bytes a write copies) in a row
+    buffer (W, B, C), position first; they apply their kernel's top row to the finished row
+    above once a row and the bottom row per pixel, so a pixel reads half the weights (0.876x
+    and, with the fewer ops, 0.83x and 0.87x the time, bench/RESULTS.md). Other causal
+    convolutions (the strided ones) keep the row being written and the finished row above in
+    buffers (B, W + left, C), batch first, so that a window is a stack of their slices in the
+    kernel's (B, rows, columns, C) order, written one position per step."""
 
     prefix = "pixel:"
 
