@@ -27,7 +27,8 @@ from keras import ops, tree
 
 from pixel_cnn_pp.model.mixture import UNIFORM_MIN
 from pixel_cnn_pp.model.shifted import ShiftedConv2D
-from pixel_cnn_pp.model.steps import PixelStep, RowStep, bottom_key, bottom_row
+from pixel_cnn_pp.model.steps import (PixelStep, RowStep, bottom_key, bottom_row,
+                                      splits_by_row)
 from pixel_cnn_pp.model.weight_norm import _WeightNormBase
 
 _CACHE = weakref.WeakKeyDictionary()  # model -> {name: compiled function}
@@ -153,12 +154,12 @@ def kernels(model):
     bottom rows of the pixel steps' split convolutions (`PixelStep.activated_conv`), computed
     once per sampling call (a loop would otherwise normalise, cast and slice every weight at
     every pixel)."""
-    weights = {layer.name: tree.map_structure(
-        lambda t, dtype=layer.compute_dtype: ops.cast(t, dtype), layer.kernel())
-        for layer in model.creation_order() if isinstance(layer, _WeightNormBase)}
+    weights = {}
     for layer in model.creation_order():
-        if (isinstance(layer, ShiftedConv2D) and layer.filter_size[0] == 2
-                and layer.strides == (1, 1)):
+        if isinstance(layer, _WeightNormBase):
+            weights[layer.name] = tree.map_structure(
+                lambda t, dtype=layer.compute_dtype: ops.cast(t, dtype), layer.kernel())
+        if isinstance(layer, ShiftedConv2D) and splits_by_row(layer):
             weights[bottom_key(layer)] = bottom_row(weights[layer.name])
     return weights
 

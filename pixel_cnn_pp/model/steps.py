@@ -16,6 +16,7 @@ level's entries.
 from keras import layers as keras_layers
 from keras import ops, tree
 
+from pixel_cnn_pp.model.buffers import pick, put_at, put_first, put_row
 from pixel_cnn_pp.model.passes import Pass, with_ones
 
 
@@ -23,17 +24,6 @@ def _name(owner, tag=None):
     if isinstance(owner, keras_layers.Layer):
         return owner.name if tag is None else f"{owner.name}/{tag}"
     raise TypeError(f"cache owners are layers, got {owner!r}")
-
-
-def _pick(x, index, axis):
-    """x with `axis` reduced to the one entry `index` (a scalar tensor), the axis kept: a slice
-    (two ops on TensorFlow, where `take` adds a negative-index fix-up; the steps run hundreds
-    of these a pixel). A dimension unknown while tracing (TensorFlow's batch) is taken whole."""
-    start = [0] * len(x.shape)
-    start[axis] = index
-    size = [-1 if d is None else d for d in x.shape]
-    size[axis] = 1
-    return ops.slice(x, start, size)
 
 
 class _Step(Pass):
@@ -224,10 +214,10 @@ class RowStep(_Step):
         return y * ops.cast(self.position[0] > 0, y.dtype)  # row 0: the shift's zeros
 
     def upsampled(self, y, level):
-        return _pick(y, self.position[0] // 2 ** level % 2, axis=1)
+        return pick(y, self.position[0] // 2 ** level % 2, axis=1)
 
     def here(self, value):
-        return _pick(value, self.position[0] // 2 ** self.level_now, axis=1)
+        return pick(value, self.position[0] // 2 ** self.level_now, axis=1)
 
     def vertical(self, fn):
         values = fn()
@@ -274,7 +264,7 @@ class PixelStep(_Step):
         if top:  # a new row starts at column 0: the finished one moves up (no copy)
             self.set(keys[1], ops.cond(ops.equal(col, 0), lambda: rows[0], lambda: rows[1]))
         # One position of a (B, W + left, C) buffer: the write that each pixel step pays for.
-        self.set(keys[0], _put_at(rows[0], col + left, ops.reshape(x, (-1, x.shape[-1]))))
+        self.set(keys[0], put_at(rows[0], col + left, ops.reshape(x, (-1, x.shape[-1]))))
 
     def window(self, layer, x, top, left, right):
         if right:
@@ -302,9 +292,9 @@ class PixelStep(_Step):
         window's f values to the left are carried from the pixels before, so f runs on x alone;
         x is written into a row buffer (W, B, C), position first (a write is one scatter at
         one index), that the next row's first pixel convolves."""
-        top, left, right = layer.padding()
-        if top != 1 or right or layer.strides != (1, 1):
+        if not splits_by_row(layer):
             return super().activated_conv(layer, x, f)
+        left = layer.padding()[1]
         level = self.level_now
         width = self.image.shape[2] // 2 ** level
         channels, units = x.shape[-1], layer.units
@@ -325,10 +315,10 @@ class PixelStep(_Step):
 
         held, before = ops.cond(ops.equal(col, 0), new_row, lambda: (held, before))
         window = ops.concatenate([before, fx], axis=-1)  # (B, (left + 1) * Cf), kernel order
-        self.set(keys[0], ops.scatter_update(row, ops.reshape(col, (1, 1)), flat[None]))
+        self.set(keys[0], put_first(row, col, flat))
         self.set(keys[1], held)
         self.set(keys[2], window[:, fx.shape[-1]:])
-        y = ops.matmul(window, self.bottom_kernel(layer)) + _pick(held, col, axis=0)[0]
+        y = ops.matmul(window, self.bottom_kernel(layer)) + pick(held, col, axis=0)[0]
         return ops.reshape(y, (-1, 1, 1, units))
 
     def bottom_kernel(self, layer):
@@ -353,22 +343,21 @@ class PixelStep(_Step):
         the next rows (and columns) that the level skips read theirs from it."""
         width = self.image.shape[2] // 2 ** level
         table = self.get(key, lambda: ops.zeros((width,) + tuple(ops.shape(value)), value.dtype))
-        col = ops.reshape(self.position[1] // 2 ** level, (1, 1))
-        self.set(key, ops.scatter_update(table, col, value[None]))
+        self.set(key, put_first(table, self.position[1] // 2 ** level, value))
 
     def held(self, key, level):
-        return _pick(self.current[key], self.position[1] // 2 ** level, axis=0)[0]
+        return pick(self.current[key], self.position[1] // 2 ** level, axis=0)[0]
 
     def upsampled(self, y, level):
         row, col = (p // 2 ** level % 2 for p in self.position)
-        return _pick(_pick(y, row, axis=1), col, axis=2)
+        return pick(pick(y, row, axis=1), col, axis=2)
 
     def at(self, value, level):
-        return _pick(value, self.position[1] // 2 ** level, axis=2)
+        return pick(value, self.position[1] // 2 ** level, axis=2)
 
     def here(self, value):
         step = 2 ** self.level_now
-        return _pick(_pick(value, self.position[0] // step, axis=1), self.position[1] // step,
+        return pick(pick(value, self.position[0] // step, axis=1), self.position[1] // step,
                      axis=2)
 
     def vertical(self, fn):
@@ -383,7 +372,7 @@ class PixelStep(_Step):
         row, col = self.position
         before = ops.maximum(row * self.image.shape[2] + col - 1, 0)
         flat = ops.reshape(self.image, (self.batch(), -1, self.image.shape[3]))
-        previous = [ops.cast(ops.reshape(_pick(flat, before, axis=1), (-1, 1, 1, x.shape[-1])),
+        previous = [ops.cast(ops.reshape(pick(flat, before, axis=1), (-1, 1, 1, x.shape[-1])),
                              x.dtype)]
         for i, t in enumerate(tensors):
             key = self.key(owner, f"before{i}")
@@ -408,11 +397,11 @@ class PixelStep(_Step):
             value = ops.reshape(value, (-1, value.shape[-1]))
             current = self.get(self.key(owner, f"{tag}/row"), lambda: ops.zeros(
                 (ops.shape(value)[0], width, value.shape[-1]), value.dtype))
-            current = _put_at(current, before % width, value)
+            current = put_at(current, before % width, value)
             done = self.get(self.key(owner, f"{tag}/rows"), lambda: ops.zeros(
                 (ops.shape(value)[0], height * width, value.shape[-1]), value.dtype))
             # A new row starts: the row just finished joins the table of finished rows.
-            done = ops.cond(new_row, lambda: _put_row(done, row - 1, current, height, width),
+            done = ops.cond(new_row, lambda: put_row(done, row - 1, current, height, width),
                             lambda: done)
             self.set(self.key(owner, f"{tag}/row"), current)
             self.set(self.key(owner, f"{tag}/rows"), done)
@@ -424,6 +413,13 @@ class PixelStep(_Step):
                 ops.cast(ops.reshape(visible, (1, -1)), key.dtype))
 
 
+def splits_by_row(layer):
+    """Whether a pixel step computes causal conv `layer` in two kernel rows
+    (`PixelStep.activated_conv`): stride 1, one row above, nothing to the right."""
+    top, _, right = layer.padding()
+    return top == 1 and not right and tuple(layer.strides) == (1, 1)
+
+
 def bottom_key(layer):
     """The `kernels` key of a layer's `bottom_row`, made once per sampling call."""
     return layer.name + "/bottom"
@@ -432,20 +428,6 @@ def bottom_key(layer):
 def bottom_row(kernel):
     """(2, kw, C, units) -> its bottom row as a (kw * C, units) matrix."""
     return ops.reshape(kernel[1:], (-1, kernel.shape[-1]))
-
-
-def _put_at(table, index, value):
-    """table (B, N, ...) with entry `index` (a scalar) of axis 1 set to value (B, ...) in
-    every image."""
-    batch = ops.arange(ops.shape(value)[0], dtype="int32")
-    return ops.scatter_update(table, ops.stack([batch, ops.zeros_like(batch) + index], axis=1),
-                              value)
-
-
-def _put_row(done, index, row, height, width):
-    """done (B, H * W, C) with image row `index` set to row (B, W, C)."""
-    grid = ops.reshape(done, (-1, height, width, done.shape[-1]))
-    return ops.reshape(_put_at(grid, index, row), (-1, height * width, done.shape[-1]))
 
 
 def _log2(stride):
