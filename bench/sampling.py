@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from pixel_cnn_pp.model.levels import float_to_images  # noqa: E402
 from pixel_cnn_pp.runtime import hardware  # noqa: E402
 
 flags.DEFINE_string("preset", "cifar10",
@@ -176,15 +177,13 @@ def _same_images(a, b):
     """How the uint8 images of two codes' continuous samples a, b (N, H, W, C) compare: equal
     images, and whether the sub-pixels that differ lie within float rounding of a level
     boundary (the tests' criterion, `assert_same_images`)."""
-    levels = [np.round(np.clip(v * 127.5 + 127.5, 0, 255)) for v in (a, b)]
-    differ = levels[0] != levels[1]
+    differ = np.asarray(float_to_images(a)) != np.asarray(float_to_images(b))
     equal = int(np.sum(~np.any(differ, axis=(1, 2, 3))))
     position = b * 127.5 + 127.5
     at_boundary = np.abs(position - np.floor(position) - 0.5) < 1e-3
-    text = (f"{equal} of {len(a)} equal; {int(differ.sum())} of {differ.size} sub-pixels differ"
+    return (f"{equal} of {len(a)} equal; {int(differ.sum())} of {differ.size} sub-pixels differ"
             f", {int((differ & ~at_boundary).sum())} of them away from a level boundary; "
             f"samples within {np.abs(a - b).max():.1e}")
-    return text
 
 
 def profile(model, top):
