@@ -318,11 +318,13 @@ class PixelStep(_Step):
         self.set(keys[0], put_first(row, col, flat))
         self.set(keys[1], held)
         self.set(keys[2], window[:, fx.shape[-1]:])
-        y = ops.matmul(window, self.bottom_kernel(layer)) + pick(held, col, axis=0)[0]
+        parts = [ops.matmul(window, k) for k in self.bottom_kernel(layer)]
+        y = (parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1))
+        y = y + pick(held, col, axis=0)[0]
         return ops.reshape(y, (-1, 1, 1, units))
 
     def bottom_kernel(self, layer):
-        """The bottom row of a filter-height-2 kernel as a ((left + 1) * Cf, units) matrix."""
+        """The bottom row of a filter-height-2 kernel as `bottom_row`'s column blocks."""
         k = self.kernels.get(bottom_key(layer))
         return bottom_row(self.kernel(layer)) if k is None else k
 
@@ -425,9 +427,21 @@ def bottom_key(layer):
     return layer.name + "/bottom"
 
 
+# A pixel step's product with more output columns than this is made as two products of half
+# the columns each (a gated resnet's second convolution: its value and its gate). On a 2-core
+# CPU one (16, 640) x (640, 320) product took about twice the time of its two halves, which the
+# executor runs side by side (bench/RESULTS.md).
+HALVES_ABOVE = 160
+
+
 def bottom_row(kernel):
-    """(2, kw, C, units) -> its bottom row as a (kw * C, units) matrix."""
-    return ops.reshape(kernel[1:], (-1, kernel.shape[-1]))
+    """(2, kw, C, units) -> its bottom row as a (kw * C, units) matrix, in column blocks: a
+    tuple of one matrix, or of two halves where units > `HALVES_ABOVE` (and even)."""
+    matrix = ops.reshape(kernel[1:], (-1, kernel.shape[-1]))
+    units = kernel.shape[-1]
+    if units <= HALVES_ABOVE or units % 2:
+        return (matrix,)
+    return (matrix[:, :units // 2], matrix[:, units // 2:])
 
 
 def _log2(stride):
