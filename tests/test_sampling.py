@@ -9,7 +9,7 @@ from keras import ops
 
 from conftest import random_images, small_pixelcnn
 from models import SAMPLING_CASES, assert_same_images, sampling_model
-from pixel_cnn_pp.model import sampling, steps
+from pixel_cnn_pp.model import sampling
 from pixel_cnn_pp.model.autoregressive import float_to_images, images_to_float
 from pixel_snail.model import PixelSNAIL
 
@@ -35,7 +35,7 @@ def test_cached_network_equals_the_full_forward_at_every_pixel(case):
 def test_pixel_steps_products_in_column_halves_equal_the_full_forward(monkeypatch):
     """A pixel step makes a product wider than `steps.HALVES_ABOVE` columns (the paper
     configuration's gate convolutions) as two halves; here every product is halved."""
-    monkeypatch.setattr(steps, "HALVES_ABOVE", 0)
+    monkeypatch.setattr("pixel_cnn_pp.model.steps.HALVES_ABOVE", 0)
     model = sampling_model(8)  # a model of its own: its programs are traced with the halves
     halved = [k for k in sampling.kernels(model).values() if isinstance(k, tuple) and len(k) == 2]
     assert len(halved) >= 4  # both convolutions of every gated resnet

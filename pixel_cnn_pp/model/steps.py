@@ -319,7 +319,7 @@ class PixelStep(_Step):
         self.set(keys[1], held)
         self.set(keys[2], window[:, fx.shape[-1]:])
         parts = [ops.matmul(window, k) for k in self.bottom_kernel(layer)]
-        y = (parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1))
+        y = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
         y = y + pick(held, col, axis=0)[0]
         return ops.reshape(y, (-1, 1, 1, units))
 
