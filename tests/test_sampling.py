@@ -85,6 +85,20 @@ def test_draws_are_uniform_and_keyed_by_seed_and_pixel():
     np.testing.assert_array_equal(again, u)
 
 
+def test_pixel_loop_iterations_run_a_levels_period_of_steps():
+    """An iteration of the pixel loop runs `unrolled` steps, whose level conditionals are
+    settled while tracing; the equality tests above run groups (widths 8, 12 and 16, three
+    levels: a period of 4 columns) and single steps (PixelSNAIL at width 6)."""
+    def layout(deepest):
+        return {"levels": {"a": 0, "b": deepest}}
+
+    assert sampling.unrolled(layout(2), 12) == 4  # the period; UNROLL, if more, does not divide
+    assert sampling.unrolled(layout(2), 16) == max(4, sampling.UNROLL)
+    assert sampling.unrolled(layout(1), 6) == 2
+    assert sampling.unrolled(layout(0), 6) == (sampling.UNROLL if 6 % sampling.UNROLL == 0 else 1)
+    assert sampling.unrolled(layout(0), 7) == 1
+
+
 def test_sample_method_is_checked():
     model = case_model(8, 3, None, False)
     with pytest.raises(ValueError, match="method='slow' is not one of"):

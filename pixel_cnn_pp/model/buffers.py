@@ -23,6 +23,13 @@ def put_first(table, index, value):
     return ops.scatter_update(table, ops.reshape(index, (1, 1)), value[None])
 
 
+def put_span(table, start, values):
+    """table (N, ...) with entries start, ..., start + n - 1 of axis 0 set to values (n, ...):
+    one scatter (one copy of the table without XLA) for n entries."""
+    index = ops.reshape(start + ops.arange(values.shape[0], dtype="int32"), (-1, 1))
+    return ops.scatter_update(table, index, values)
+
+
 def put_at(table, index, value):
     """table (B, N, ...) with entry `index` (a scalar) of axis 1 set to value (B, ...) in
     every image."""

@@ -188,6 +188,24 @@ def _discover(model, image, labels, weights, condition=None):
     return {key: ops.zeros_like(value) for key, value in state.items()}, layouts
 
 
+# Pixel steps a loop iteration runs, at least (a level's period if longer). An iteration passes
+# every cache through the loop's control ops and each step branches on its column; steps of a
+# known column phase branch while tracing instead, for a program n times the size (longer
+# first call). bench/RESULTS.md.
+UNROLL = 8
+
+
+def unrolled(layout, width):
+    """Pixel steps per loop iteration: the period of the levels' columns (2 ** the deepest
+    level), so that every iteration's k-th step runs the same levels, known while tracing, or
+    `UNROLL` if larger; fewer where they do not divide the width."""
+    period = 2 ** max(layout["levels"].values(), default=0)
+    for n in (max(period, UNROLL), period):
+        if width % n == 0:
+            return n
+    return 1
+
+
 def state_bytes(model, num_samples, labels=None, condition=None):
     """Bytes of the cached sampler's state (caches and held outputs) for `num_samples` images."""
     image = ops.zeros((num_samples,) + model.x_shape)
@@ -199,16 +217,18 @@ def _steps_over_pixels(model, image, labels, on_pixel, carry, condition=None):
     """Run the cached network over every pixel in raster order, as one loop: a `RowStep` per
     image row (models with a vertical stack), then a `PixelStep` per pixel, after which
     `on_pixel(k, params (N, P), image, carry)` returns the next (image, carry). The condition's
-    projections are made once, while discovering, and read by the steps."""
+    projections are made once, while discovering, and read by the steps. The pixel loop runs
+    `unrolled` steps an iteration."""
     height, width, _ = model.image_shape
     num_samples = ops.shape(image)[0]
     weights = kernels(model)
     zero = ops.convert_to_tensor(0, "int32")
 
     state, layouts = _discover(model, image, labels, weights, condition)
+    n = unrolled(layouts[PixelStep], width)
 
-    def run(kind, row, col, image, state):
-        ctx = kind(state, image, row, col, layouts[kind], weights)
+    def run(kind, row, col, image, state, phase=(0, 1), later=None):
+        ctx = kind(state, image, row, col, layouts[kind], weights, phase, later)
         out = model(_inputs(model, kind, num_samples), class_label=labels, ctx=ctx,
                     condition=condition)
         return out, ctx.state()
@@ -218,13 +238,16 @@ def _steps_over_pixels(model, image, labels, on_pixel, carry, condition=None):
         if RowStep in layouts:
             _, state = run(RowStep, i, zero, image, state)
 
-        def pixel(j, loop):
+        def pixels(g, loop):  # columns g * n ... g * n + n - 1, the loop unrolled n times
             image, state, carry = loop
-            params, state = run(PixelStep, i, j, image, state)
-            image, carry = on_pixel(i * width + j, params[:, 0, 0], image, carry)
+            later = {}
+            for k in range(n):
+                j = g * n + k
+                params, state = run(PixelStep, i, j, image, state, (k, n), later)
+                image, carry = on_pixel(i * width + j, params[:, 0, 0], image, carry)
             return image, state, carry
 
-        return ops.fori_loop(0, width, pixel, (image, state, carry))
+        return ops.fori_loop(0, width // n, pixels, (image, state, carry))
 
     image, _, carry = ops.fori_loop(0, height, image_row, (image, state, carry))
     return image, carry

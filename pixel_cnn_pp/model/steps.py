@@ -11,12 +11,12 @@
 A step's state is a flat dict of tensors (caches and held outputs) with a fixed set of keys and
 shapes, so that the sampler can carry it through a compiled loop: a first `discovering` step
 finds the keys and shapes; later steps skip a level with `ops.cond`, whose branches return the
-level's entries.
+level's entries, or settle it while tracing where the pixel step's column phase tells (`when`).
 """
 from keras import layers as keras_layers
 from keras import ops, tree
 
-from pixel_cnn_pp.model.buffers import pick, put_at, put_first, put_row
+from pixel_cnn_pp.model.buffers import pick, put_at, put_first, put_row, put_span
 from pixel_cnn_pp.model.passes import Pass, with_ones
 
 
@@ -30,12 +30,18 @@ class _Step(Pass):
     """A step of the cached sampler at (row, col) (int32 scalars) of the `image` so far
     (B, H, W, C). `state` {key: tensor} holds the caches before the step; `layout` (from
     `discover`ed steps) the level of each key and the structure of held outputs, None while
-    discovering; `kernels` {layer name: kernel} the weights, computed once per sampling call."""
+    discovering; `kernels` {layer name: kernel} the weights, computed once per sampling call;
+    `phase` (k, n), Python ints: col is k modulo n, which settles some of the step's branches
+    while tracing (`when`); `later` a dict that the n steps of one loop iteration share, for
+    the writes they make together (`PixelStep.put_later`), or None."""
 
     prefix = None
 
-    def __init__(self, state, image, row, col, layout=None, kernels=None):
+    def __init__(self, state, image, row, col, layout=None, kernels=None, phase=(0, 1),
+                 later=None):
         super().__init__(init=False)
+        self.phase = phase
+        self.later = later
         self.prev = state
         self.current = {}
         self.image = image
@@ -120,7 +126,7 @@ class _Step(Pass):
                     return [self.current.get(k, self.prev.get(k)) for k in keys]
                 return fn_
 
-            values = ops.cond(self.active(level), branch(True), branch(False))
+            values = when(self.active(level), branch(True), branch(False))
             self.current = outer
             self.current.update(zip(keys, values))
             structure = self.layout["structures"][level]
@@ -242,9 +248,22 @@ class PixelStep(_Step):
     prefix = "pixel:"
 
     def active(self, level):
-        row, col = self.position
         step = 2 ** level
-        return ops.logical_and(ops.equal(row % step, 0), ops.equal(col % step, 0))
+        row_ok = ops.equal(self.position[0] % step, 0)
+        col_ok = self.divides(step)
+        if isinstance(col_ok, bool):
+            return row_ok if col_ok else False
+        return ops.logical_and(row_ok, col_ok)
+
+    def divides(self, step):
+        """Whether `step` divides the column: a Python bool where the phase tells."""
+        k, n = self.phase
+        return k % step == 0 if n % step == 0 else ops.equal(self.position[1] % step, 0)
+
+    def row_starts(self):
+        """Whether the column is 0: False where the phase tells (k > 0), else a tensor. Inside
+        a level's branch the same as its column being 0."""
+        return False if self.phase[0] else ops.equal(self.position[1], 0)
 
     def _rows(self, layer, x, top, left, level):
         """The keys and tensors of a causal conv's input rows at `level`, (B, W + left, C):
@@ -262,7 +281,7 @@ class PixelStep(_Step):
         keys, rows = self._rows(layer, x, top, left, level)
         col = self.position[1] // 2 ** level
         if top:  # a new row starts at column 0: the finished one moves up (no copy)
-            self.set(keys[1], ops.cond(ops.equal(col, 0), lambda: rows[0], lambda: rows[1]))
+            self.set(keys[1], when(self.row_starts(), lambda: rows[0], lambda: rows[1]))
         # One position of a (B, W + left, C) buffer: the write that each pixel step pays for.
         self.set(keys[0], put_at(rows[0], col + left, ops.reshape(x, (-1, x.shape[-1]))))
 
@@ -290,8 +309,8 @@ class PixelStep(_Step):
         B * W rows, which reads the weights once a row), and its bottom row over this row's
         window, one (B, k) product a pixel (half the weights of the whole kernel's). The
         window's f values to the left are carried from the pixels before, so f runs on x alone;
-        x is written into a row buffer (W, B, C), position first (a write is one scatter at
-        one index), that the next row's first pixel convolves."""
+        x is written into a row buffer (W, B, C), position first (one scatter for the steps
+        of a loop iteration, `put_later`), that the next row's first pixel convolves."""
         if not splits_by_row(layer):
             return super().activated_conv(layer, x, f)
         left = layer.padding()[1]
@@ -313,15 +332,27 @@ class PixelStep(_Step):
             y = ops.conv(f(above)[:, None], kernel, strides=1, padding="valid")[:, 0] + layer.b
             return ops.transpose(y, (1, 0, 2)), ops.zeros_like(before)  # (W, B, units)
 
-        held, before = ops.cond(ops.equal(col, 0), new_row, lambda: (held, before))
+        held, before = when(self.row_starts(), new_row, lambda: (held, before))
         window = ops.concatenate([before, fx], axis=-1)  # (B, (left + 1) * Cf), kernel order
-        self.set(keys[0], put_first(row, col, flat))
+        self.set(keys[0], self.put_later(keys[0], row, col, flat))
         self.set(keys[1], held)
         self.set(keys[2], window[:, fx.shape[-1]:])
         parts = [ops.matmul(window, k) for k in self.bottom_kernel(layer)]
         y = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
         y = y + pick(held, col, axis=0)[0]
         return ops.reshape(y, (-1, 1, 1, units))
+
+    def put_later(self, key, table, col, value):
+        """table (W, ...) with entry col set to value (...), for a table that no step reads
+        before the next row: by the loop iteration's last step, in one write of the values
+        of its n steps (a write copies the table); at once inside a level's branch, whose
+        writes cannot leave it, and where no `later` is shared."""
+        k, n = self.phase
+        if self.level_now or self.later is None:
+            return put_first(table, col, value)
+        values = self.later.setdefault(key, [])
+        values.append(value)
+        return table if k < n - 1 else put_span(table, col - k, ops.stack(values))
 
     def bottom_kernel(self, layer):
         """The bottom row of a filter-height-2 kernel as `bottom_row`'s column blocks."""
@@ -393,7 +424,8 @@ class PixelStep(_Step):
         height, width = self.image.shape[1:3]
         row, col = self.position
         before = ops.maximum(row * width + col - 1, 0)
-        new_row = ops.logical_and(ops.equal(col, 0), row > 0)
+        starts = self.row_starts()
+        new_row = starts if starts is False else ops.logical_and(starts, row > 0)
         keys, values = [], []
         for tag, value in (("key", key), ("mixin", mixin)):
             value = ops.reshape(value, (-1, value.shape[-1]))
@@ -403,8 +435,8 @@ class PixelStep(_Step):
             done = self.get(self.key(owner, f"{tag}/rows"), lambda: ops.zeros(
                 (ops.shape(value)[0], height * width, value.shape[-1]), value.dtype))
             # A new row starts: the row just finished joins the table of finished rows.
-            done = ops.cond(new_row, lambda: put_row(done, row - 1, current, height, width),
-                            lambda: done)
+            done = when(new_row, lambda: put_row(done, row - 1, current, height, width),
+                        lambda: done)
             self.set(self.key(owner, f"{tag}/row"), current)
             self.set(self.key(owner, f"{tag}/rows"), done)
             (keys if tag == "key" else values).extend([done, current])
@@ -442,6 +474,13 @@ def bottom_row(kernel):
     if units <= HALVES_ABOVE or units % 2:
         return (matrix,)
     return (matrix[:, :units // 2], matrix[:, units // 2:])
+
+
+def when(pred, then, otherwise):
+    """ops.cond(pred, then, otherwise), or the one branch where pred is a Python bool."""
+    if isinstance(pred, bool):
+        return then() if pred else otherwise()
+    return ops.cond(pred, then, otherwise)
 
 
 def _log2(stride):
